@@ -1,0 +1,1 @@
+"""Segmentation architectures, the model registry and the checkpoint format (no Qt)."""

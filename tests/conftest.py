@@ -1,0 +1,76 @@
+"""Shared fixtures: the real pet photos, and tiny random-init checkpoints saved to disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PETS_ROOT = Path(os.environ.get("PETSEG_PETS", REPO_ROOT.parent / "shared" / "pets"))
+
+TINY_PROMPT_CONFIG = {"base": 8, "depth": 3}
+TINY_SEMANTIC_CONFIG = {"base": 8, "depth": 3}
+TINY_SIZE = 64
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked slow unless PETSEG_SLOW=1."""
+    if os.environ.get("PETSEG_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set PETSEG_SLOW=1 (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pets_root() -> Path:
+    """The real Oxford-IIIT Pet photos beside the repo (../shared/pets or $PETSEG_PETS)."""
+    if not (PETS_ROOT / "TrainVal" / "color").is_dir():
+        pytest.fail(f"pet photos not found at {PETS_ROOT}; set PETSEG_PETS")
+    return PETS_ROOT
+
+
+@pytest.fixture(scope="session")
+def pet_photos(pets_root: Path) -> list[Path]:
+    """A few real Test photos: a cat, a dog, and a 299x299 squashed copy among them."""
+    names = sorted((pets_root / "Test" / "color").glob("*.jpg"))
+    cats = [p for p in names if p.name[0].isupper()]
+    dogs = [p for p in names if p.name[0].islower()]
+    return [cats[0], dogs[0], cats[len(cats) // 2], dogs[len(dogs) // 2]]
+
+
+def _save_tiny(directory: Path, arch: str, config: dict, name: str) -> Path:
+    import torch
+
+    from models.checkpoint import make_metadata, save_checkpoint
+    from models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, config)
+    metadata = make_metadata(
+        arch,
+        config,
+        input_size=TINY_SIZE,
+        normalization=model.normalization,
+        training={"data": "random init (tests)", "epochs": 0},
+        metrics={},
+    )
+    return save_checkpoint(directory / name, model, metadata)
+
+
+@pytest.fixture(scope="session")
+def tiny_prompt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny prompt U-Net saved as a real checkpoint file."""
+    return _save_tiny(tmp_path_factory.mktemp("ckpt"), "prompt_unet", TINY_PROMPT_CONFIG, "tiny-prompt.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_semantic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny semantic U-Net saved as a real checkpoint file."""
+    return _save_tiny(tmp_path_factory.mktemp("ckpt"), "unet", TINY_SEMANTIC_CONFIG, "tiny-unet.safetensors")

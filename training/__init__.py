@@ -1,0 +1,1 @@
+"""Data layer, training, evaluation and robustness study (no Qt)."""
