@@ -1,0 +1,77 @@
+"""Letterboxing: fit an image into a size x size square without distortion, and map back exactly.
+
+The image is resized, keeping its aspect ratio, so that its longer side is ``size``; the shorter
+side is centred and padded. :func:`unletterbox` crops the padding and resizes back to the
+original resolution. Coordinates map between the two with pixel centres lined up the way
+``cv2.resize`` lines them up: pixel ``x`` covers ``[x, x + 1)`` and its centre is ``x + 0.5``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where an ``orig_h`` x ``orig_w`` image sits inside the ``size`` x ``size`` model input."""
+
+    orig_h: int
+    orig_w: int
+    size: int
+    scale: float
+    pad_top: int
+    pad_left: int
+    new_h: int
+    new_w: int
+
+    def to_model(self, x: float, y: float) -> tuple[float, float]:
+        """Map image pixel coordinates ``(x, y)`` to model pixel coordinates."""
+        mx = (x + 0.5) * self.new_w / self.orig_w - 0.5 + self.pad_left
+        my = (y + 0.5) * self.new_h / self.orig_h - 0.5 + self.pad_top
+        return mx, my
+
+    def to_image(self, mx: float, my: float) -> tuple[float, float]:
+        """Map model pixel coordinates ``(mx, my)`` back to image pixel coordinates."""
+        x = (mx - self.pad_left + 0.5) * self.orig_w / self.new_w - 0.5
+        y = (my - self.pad_top + 0.5) * self.orig_h / self.new_h - 0.5
+        return x, y
+
+
+def letterbox_params(h: int, w: int, size: int) -> Letterbox:
+    """The letterbox of an ``h`` x ``w`` image in a ``size`` x ``size`` square."""
+    if h <= 0 or w <= 0 or size <= 0:
+        raise ValueError(f"letterbox needs positive sizes, got {h}x{w} into {size}")
+    scale = size / max(h, w)
+    new_h = min(size, max(1, round(h * scale)))
+    new_w = min(size, max(1, round(w * scale)))
+    return Letterbox(h, w, size, scale, (size - new_h) // 2, (size - new_w) // 2, new_h, new_w)
+
+
+def _resize(array: np.ndarray, width: int, height: int, interpolation: int) -> np.ndarray:
+    """cv2.resize that skips no-op resizes and keeps a trailing single channel."""
+    if array.shape[:2] == (height, width):
+        return array
+    resized = cv2.resize(array, (width, height), interpolation=interpolation)
+    return resized[:, :, None] if array.ndim == 3 and resized.ndim == 2 else resized
+
+
+def letterbox(
+    array: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR, pad_value: float = 0
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize an HxW or HxWxC array into a ``size`` x ``size`` square, padding with ``pad_value``."""
+    box = letterbox_params(array.shape[0], array.shape[1], size)
+    resized = _resize(array, box.new_w, box.new_h, interpolation)
+    out = np.full((size, size) + array.shape[2:], pad_value, dtype=array.dtype)
+    out[box.pad_top : box.pad_top + box.new_h, box.pad_left : box.pad_left + box.new_w] = resized
+    return out, box
+
+
+def unletterbox(array: np.ndarray, box: Letterbox, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Crop the padding off a ``size`` x ``size`` array and resize it back to ``orig_h`` x ``orig_w``."""
+    if array.shape[:2] != (box.size, box.size):
+        raise ValueError(f"expected a {box.size}x{box.size} array, got {array.shape[0]}x{array.shape[1]}")
+    crop = array[box.pad_top : box.pad_top + box.new_h, box.pad_left : box.pad_left + box.new_w]
+    return np.ascontiguousarray(_resize(crop, box.orig_w, box.orig_h, interpolation))
