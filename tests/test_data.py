@@ -69,7 +69,8 @@ def oxford_root(tmp_path: Path) -> Path:
         Image.fromarray(_blob(20, 30, 1, 2, 3), "L").save(annotations / "trimaps" / f"{stem}.png")
     (annotations / "trimaps" / "._Bengal_1.png").write_bytes(b"\x00\x05macOS metadata")
     (annotations / "list.txt").write_text(
-        "#Image CLASS-ID SPECIES BREED-ID\n#ID: 1:37 Class ids\nBengal_1 6 1 6\nbeagle_1 11 2 2\nmystery_1 40 1 13\npug_9 26 2 17\n"
+        "#Image CLASS-ID SPECIES BREED-ID\n#ID: 1:37 Class ids\n"
+        "Bengal_1 6 1 6\nbeagle_1 11 2 2\nmystery_1 40 1 13\npug_9 26 2 17\n"
     )
     (annotations / "trainval.txt").write_text("Bengal_1 6 1 6\nbeagle_1 11 2 2\nmystery_1 40 1 13\n")
     (annotations / "test.txt").write_text("pug_9 26 2 17\n")

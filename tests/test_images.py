@@ -174,9 +174,13 @@ def test_save_png_atomic_round_trips_and_leaves_no_temp_files(tmp_path: Path) ->
         assert image.convert("RGB").getpixel((1, 0)) == (128, 0, 0)
     np.testing.assert_array_equal(load_mask(tmp_path / "out" / "palette.png"), mask)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.png", "palette.png", "rgb.png"]
+    (tmp_path / "plain.txt").write_text("")  # saved PNGs get the same permissions as any new file
+    assert (tmp_path / "out" / "mask.png").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
 
 
-def test_save_png_atomic_failure_keeps_old_file_and_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_png_atomic_failure_keeps_old_file_and_removes_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "mask.png"
     save_png_atomic(target, np.zeros((4, 4), np.uint8))
     before = target.read_bytes()

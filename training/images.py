@@ -7,8 +7,7 @@ to decode safely) becomes an :class:`ImageLoadError` whose message is one line n
 from __future__ import annotations
 
 import os
-import tempfile
-import warnings
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-# Larger images are refused before decoding (about 450 MB of RGB pixels). Pillow's own
-# decompression-bomb error, raised above twice its MAX_IMAGE_PIXELS, is reported the same way.
+# Larger images are refused before decoding (about 450 MB of RGB pixels). Pillow's own guard
+# (a warning above its MAX_IMAGE_PIXELS, 89 MP by default, an error above twice that) still
+# applies and its error is reported the same way.
 MAX_PIXELS = 150_000_000
 
 # Mask colours, by class index: what `load_mask` understands in RGB masks and what
@@ -38,16 +38,14 @@ class ImageLoadError(ValueError):
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path`` with EXIF orientation applied, or raise ImageLoadError."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageLoadError(
-                        f"{path.name}: image too large ({width}x{height}, limit {MAX_PIXELS // 1_000_000} MP)"
-                    )
-                image.load()
-                return ImageOps.exif_transpose(image)
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"{path.name}: image too large ({width}x{height}, limit {MAX_PIXELS // 1_000_000} MP)"
+                )
+            image.load()
+            return ImageOps.exif_transpose(image)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError:
@@ -63,6 +61,7 @@ def _open(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageLoadError(f"{path.name}: truncated or corrupt image ({reason})") from None
+
 
 def _sixteen_bit_to_gray(image: Image.Image) -> np.ndarray:
     """Scale a 16-bit (or 32-bit integer) grayscale image to 8 bits by the full 0..65535 range."""
@@ -143,16 +142,16 @@ def save_png_atomic(path: str | Path, array: np.ndarray, palette: Sequence[int] 
         raise ValueError(f"{path.name}: a palette needs an HxW index array")
     image = Image.fromarray(np.ascontiguousarray(array))
     if palette is not None:
-        image = image.convert("P") if image.mode != "P" else image
-        image.putpalette(list(palette))
+        image.putpalette(list(palette))  # an "L" image becomes "P" with the same indices
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.stem}-{secrets.token_hex(8)}.png.tmp")
+    file = open(tmp, "xb")  # unlike mkstemp's 0600, gets the permissions any new file gets
     try:
-        image.save(tmp, format="PNG")
+        with file:
+            image.save(file, format="PNG")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

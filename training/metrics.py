@@ -92,7 +92,9 @@ def _json_float(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def binary_iou(pred_bool: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, ignore_index: int = 255) -> float:
+def binary_iou(
+    pred_bool: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, ignore_index: int = 255
+) -> float:
     """IoU of a boolean prediction with a 0/1 target, skipping void pixels; 1.0 when both are empty."""
     pred, target = _as_numpy(pred_bool).astype(bool), _as_numpy(target)
     if pred.shape != target.shape:
