@@ -1,0 +1,314 @@
+"""The image canvas: draws the photo, the overlays and the prompts, and emits what the user does.
+
+It holds no annotation state of its own: the main window pushes the image, the objects' label
+map, the current mask and the prompts in, and listens to ``pointClicked``, ``boxDrawn`` and
+``strokeFinished``. Wheel zooms around the cursor; middle-drag or Space+drag pans.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt5.QtCore import QPointF, QRectF, Qt, pyqtSignal
+from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
+from PyQt5.QtWidgets import QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
+
+from petseg_desktop.annotation import PALETTE
+
+CURRENT_COLOUR = (255, 230, 0)  # the object being edited: yellow
+DRAG_THRESHOLD = 5  # screen pixels before a press becomes a box drag
+POINT_RADIUS = 5  # screen pixels (dots keep their size under zoom)
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+
+
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    rgba = np.ascontiguousarray(rgba, dtype=np.uint8)
+    h, w = rgba.shape[:2]
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+
+
+def labels_rgba(labels: np.ndarray, alpha: int = 255) -> np.ndarray:
+    """Class-coloured RGBA of a label map; background fully transparent."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for cid, rgb in PALETTE.items():
+        if cid:
+            lut[cid] = (*rgb, alpha)
+    return lut[labels]
+
+
+def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int] = CURRENT_COLOUR) -> np.ndarray:
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[mask] = (*colour, 255)
+    return rgba
+
+
+class Canvas(QGraphicsView):
+    """QGraphicsView showing one image; scene coordinates are image pixel coordinates."""
+
+    pointClicked = pyqtSignal(int, int, bool)  # x, y, positive
+    boxDrawn = pyqtSignal(int, int, int, int)  # x0, y0, x1, y1 (exclusive end)
+    strokeFinished = pyqtSignal(object, int, bool)  # [(x, y)], radius in image px, erase
+    zoomChanged = pyqtSignal(float)
+    cursorMoved = pyqtSignal(int, int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHint(QPainter.SmoothPixmapTransform, False)
+        self.setTransformationAnchor(QGraphicsView.NoAnchor)  # zoom_by keeps its own anchor point
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.NoDrag)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setBackgroundBrush(QColor(40, 40, 40))
+        self._image_item = QGraphicsPixmapItem()
+        self._objects_item = QGraphicsPixmapItem()
+        self._current_item = QGraphicsPixmapItem()
+        for z, item in enumerate((self._image_item, self._objects_item, self._current_item)):
+            item.setZValue(z)
+            self.scene().addItem(item)
+        self._prompt_items: list = []
+        self._rubber = QGraphicsRectItem()
+        self._rubber.setPen(self._cosmetic_pen(QColor(0, 255, 255), Qt.DashLine))
+        self._rubber.setZValue(10)
+        self._rubber.hide()
+        self.scene().addItem(self._rubber)
+        self._image_size = (0, 0)
+        self._opacity = 0.5
+        self._overlay_visible = True
+        self._press_pos = None  # view position of a left/right press
+        self._press_button = Qt.NoButton
+        self._press_shift = False
+        self._dragging_box = False
+        self._pan_last = None
+        self._space = False
+        self.brush_mode: str | None = None  # None, "brush" or "eraser"
+        self.brush_radius = 8
+        self._stroke: list[tuple[int, int]] = []
+
+    @staticmethod
+    def _cosmetic_pen(colour: QColor, style=Qt.SolidLine, width: float = 2) -> QPen:
+        pen = QPen(colour, width, style)
+        pen.setCosmetic(True)
+        return pen
+
+    # ------------------------------------------------------------------ content
+    def set_image(self, rgb: np.ndarray | None) -> None:
+        if rgb is None:
+            self._image_item.setPixmap(QPixmap())
+            self._image_size = (0, 0)
+        else:
+            self._image_item.setPixmap(QPixmap.fromImage(rgb_to_qimage(rgb)))
+            self._image_size = (rgb.shape[1], rgb.shape[0])
+        self._objects_item.setPixmap(QPixmap())
+        self._current_item.setPixmap(QPixmap())
+        self.set_prompts([], None)
+        self.cancel_box()
+        self.scene().setSceneRect(QRectF(0, 0, *self._image_size))
+        self.fit()
+
+    def has_image(self) -> bool:
+        return self._image_size != (0, 0)
+
+    def set_objects(self, labels: np.ndarray | None) -> None:
+        if labels is None or not labels.any():
+            self._objects_item.setPixmap(QPixmap())
+        else:
+            self._objects_item.setPixmap(QPixmap.fromImage(rgba_to_qimage(labels_rgba(labels))))
+        self._apply_opacity()
+
+    def set_current_mask(self, mask: np.ndarray | None) -> None:
+        if mask is None or not mask.any():
+            self._current_item.setPixmap(QPixmap())
+        else:
+            self._current_item.setPixmap(QPixmap.fromImage(rgba_to_qimage(mask_rgba(mask))))
+        self._apply_opacity()
+
+    def set_prompts(self, points, box) -> None:
+        for item in self._prompt_items:
+            self.scene().removeItem(item)
+        self._prompt_items = []
+        if box is not None:
+            x0, y0, x1, y1 = box
+            rect = QGraphicsRectItem(QRectF(x0, y0, x1 - x0, y1 - y0))
+            rect.setPen(self._cosmetic_pen(QColor(0, 255, 255)))
+            rect.setZValue(11)
+            self.scene().addItem(rect)
+            self._prompt_items.append(rect)
+        for x, y, positive in points:
+            dot = QGraphicsEllipseItem(-POINT_RADIUS, -POINT_RADIUS, 2 * POINT_RADIUS, 2 * POINT_RADIUS)
+            dot.setFlag(QGraphicsEllipseItem.ItemIgnoresTransformations, True)
+            dot.setPos(x + 0.5, y + 0.5)
+            dot.setBrush(QBrush(QColor(0, 200, 0) if positive else QColor(230, 0, 0)))
+            dot.setPen(self._cosmetic_pen(QColor(255, 255, 255), width=1.5))
+            dot.setZValue(12)
+            self.scene().addItem(dot)
+            self._prompt_items.append(dot)
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        self._opacity = max(0.0, min(1.0, opacity))
+        self._apply_opacity()
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self._overlay_visible = visible
+        self._apply_opacity()
+
+    def overlay_visible(self) -> bool:
+        return self._overlay_visible
+
+    def _apply_opacity(self) -> None:
+        for item in (self._objects_item, self._current_item):
+            item.setVisible(self._overlay_visible)
+            item.setOpacity(self._opacity)
+
+    # ------------------------------------------------------------------ view
+    def fit(self) -> None:
+        if self.has_image():
+            self.fitInView(self.sceneRect(), Qt.KeepAspectRatio)
+            self.zoomChanged.emit(self.zoom())
+
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def zoom_by(self, factor: float, anchor=None) -> None:
+        """Zoom by ``factor`` keeping the image point under ``anchor`` (view pos; default centre) still."""
+        new = self.zoom() * factor
+        if not 0.02 <= new <= 64:
+            return
+        anchor = anchor if anchor is not None else self.viewport().rect().center()
+        fixed = self.mapToScene(anchor)
+        self.scale(factor, factor)
+        moved = self.mapFromScene(fixed) - anchor
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+        self.zoomChanged.emit(self.zoom())
+
+    def wheelEvent(self, event) -> None:
+        delta = event.angleDelta().y()
+        if delta:
+            self.zoom_by(1.0015 ** delta, event.pos())  # one notch (120) = x1.2, around the cursor
+        event.accept()
+
+    def image_pos(self, view_pos) -> QPointF:
+        return self.mapToScene(view_pos)
+
+    def view_pos(self, x: float, y: float):
+        """The viewport position of image pixel (x, y)'s centre (used by tests and tools)."""
+        return self.mapFromScene(QPointF(x + 0.5, y + 0.5))
+
+    def _clamped_pixel(self, scene: QPointF) -> tuple[int, int]:
+        w, h = self._image_size
+        return int(min(max(np.floor(scene.x()), 0), w - 1)), int(min(max(np.floor(scene.y()), 0), h - 1))
+
+    def _inside(self, scene: QPointF) -> bool:
+        w, h = self._image_size
+        return 0 <= scene.x() < w and 0 <= scene.y() < h
+
+    # ------------------------------------------------------------------ mouse and keys
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.OpenHandCursor)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.viewport().unsetCursor()
+            return
+        super().keyReleaseEvent(event)
+
+    def mousePressEvent(self, event) -> None:
+        if not self.has_image():
+            return
+        button = event.button()
+        if button == Qt.MiddleButton or (button == Qt.LeftButton and self._space):
+            self._pan_last = event.pos()
+            self.viewport().setCursor(Qt.ClosedHandCursor)
+            return
+        if button not in (Qt.LeftButton, Qt.RightButton):
+            return
+        if self.brush_mode and button == Qt.LeftButton:
+            self._stroke = [self._clamped_pixel(self.image_pos(event.pos()))]
+            return
+        self._press_pos = event.pos()
+        self._press_button = button
+        self._press_shift = bool(event.modifiers() & Qt.ShiftModifier)
+        self._dragging_box = False
+
+    def mouseMoveEvent(self, event) -> None:
+        scene = self.image_pos(event.pos())
+        if self.has_image() and self._inside(scene):
+            self.cursorMoved.emit(*self._clamped_pixel(scene))
+        if self._pan_last is not None:
+            delta = event.pos() - self._pan_last
+            self._pan_last = event.pos()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - delta.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - delta.y())
+            return
+        if self._stroke:
+            self._stroke.append(self._clamped_pixel(scene))
+            return
+        if self._press_pos is None or self._press_button != Qt.LeftButton:
+            return
+        if not self._dragging_box and (event.pos() - self._press_pos).manhattanLength() >= DRAG_THRESHOLD:
+            self._dragging_box = True
+            self._rubber.show()
+        if self._dragging_box:
+            start = self.image_pos(self._press_pos)
+            self._rubber.setRect(QRectF(start, scene).normalized())
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._pan_last is not None:
+            self._pan_last = None
+            self.viewport().setCursor(Qt.OpenHandCursor) if self._space else self.viewport().unsetCursor()
+            return
+        if self._stroke:
+            stroke, self._stroke = self._stroke, []
+            stroke.append(self._clamped_pixel(self.image_pos(event.pos())))
+            self.strokeFinished.emit(stroke, self.brush_radius, self.brush_mode == "eraser")
+            return
+        if self._press_pos is None:
+            return
+        press, button, shift, dragging = self._press_pos, self._press_button, self._press_shift, self._dragging_box
+        self._press_pos = None
+        self._dragging_box = False
+        self._rubber.hide()
+        if dragging:
+            box = self._box_from(self.image_pos(press), self.image_pos(event.pos()))
+            if box is not None:
+                self.boxDrawn.emit(*box)
+            return
+        scene = self.image_pos(press)
+        if self._inside(scene):
+            x, y = self._clamped_pixel(scene)
+            self.pointClicked.emit(x, y, button == Qt.LeftButton and not shift)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        self.mousePressEvent(event)  # a fast second click is just another click
+
+    def _box_from(self, a: QPointF, b: QPointF) -> tuple[int, int, int, int] | None:
+        w, h = self._image_size
+        x0, x1 = sorted((a.x(), b.x()))
+        y0, y1 = sorted((a.y(), b.y()))
+        x0, y0 = int(max(0, np.floor(x0))), int(max(0, np.floor(y0)))
+        x1, y1 = int(min(w, np.ceil(x1))), int(min(h, np.ceil(y1)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return x0, y0, x1, y1
+
+    def box_in_progress(self) -> bool:
+        return self._dragging_box
+
+    def cancel_box(self) -> bool:
+        """Esc: drop a box being dragged; True if there was one."""
+        was = self._dragging_box or self._press_pos is not None
+        self._press_pos = None
+        self._dragging_box = False
+        self._rubber.hide()
+        return was

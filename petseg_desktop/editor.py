@@ -1,0 +1,357 @@
+"""The editor: one open image's annotation, its undo stack, and the traffic with the worker.
+
+No widgets here. The main window forwards what the canvas emits (clicks, boxes, strokes) and key
+actions (accept, delete, class, undo); the editor turns each into an undoable command, asks the
+worker for masks (never waiting for them), drops stale results, and autosaves (debounced).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PyQt5.QtCore import QObject, QTimer, pyqtSignal
+from PyQt5.QtWidgets import QUndoStack
+
+from petseg_desktop.annotation import (
+    CAT,
+    CLASS_NAMES,
+    AnnotationObject,
+    ImageAnnotation,
+    Prompts,
+    SidecarError,
+    colour_path,
+    compose_labels,
+    find_sidecar,
+    mask_path,
+    objects_from_labels,
+    other_class,
+    sidecar_path,
+    suggest_class,
+)
+from petseg_desktop.commands import State, StateCommand
+
+AUTOSAVE_DELAY_MS = 400
+
+
+class Editor(QObject):
+    changed = pyqtSignal()  # prompts, current mask or objects changed: redraw
+    imageOpened = pyqtSignal(object)  # Path
+    annotatedChanged = pyqtSignal(object, bool)  # Path, has objects
+    predictionShown = pyqtSignal(float)  # model seconds of the mask now shown
+    message = pyqtSignal(str)
+    error = pyqtSignal(str, str)  # title, text
+
+    def __init__(self, worker, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker = worker
+        self.stack = QUndoStack(self)
+        self.doc: ImageAnnotation | None = None
+        self.rgb: np.ndarray | None = None
+        self.image_id = 0
+        self.threshold = 0.5
+        self.default_class = CAT
+        self.semantic_available = False
+        self.semantic_labels: np.ndarray | None = None
+        self.semantic_evidence: np.ndarray | None = None  # P(cat) - P(dog), float16
+        self._auto_pending = False
+        self._request_id = 0
+        self._waiting: dict[int, StateCommand | None] = {}
+        self._resolved = True
+        self._dirty = False
+        self._autosave_error_shown = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(AUTOSAVE_DELAY_MS)
+        self._timer.timeout.connect(self.flush)
+        worker.predicted.connect(self._on_predicted)
+        worker.segmented.connect(self._on_segmented)
+
+    # ------------------------------------------------------------------ images
+    def open_image(self, path: Path) -> None:
+        """Load ``path`` and its saved annotation; raises ImageLoadError for unreadable images."""
+        from training.images import load_rgb
+
+        path = Path(path)
+        rgb = load_rgb(path)  # raises before anything changes, so the old image stays open
+        self.flush()
+        shape = rgb.shape[:2]
+        try:
+            doc = ImageAnnotation.load(path, shape)
+        except SidecarError as problem:
+            doc = ImageAnnotation(path, *shape)
+            bad = find_sidecar(path)
+            if bad is not None:
+                try:
+                    os.replace(bad, bad.with_name(bad.name + ".corrupt"))
+                except OSError:
+                    pass
+            self.error.emit("Annotation not restored", f"{path.name}: {problem}; starting empty (old file kept as .corrupt).")
+        self.rgb, self.doc = rgb, doc
+        self.image_id += 1
+        self._request_id += 1
+        self._waiting.clear()
+        self._resolved = True
+        self._dirty = False
+        self.semantic_labels = self.semantic_evidence = None
+        self._auto_pending = False
+        self.stack.clear()
+        self.worker.set_image(self.image_id, rgb)
+        if self.semantic_available:
+            self.worker.segment(self.image_id)
+        self.imageOpened.emit(path)
+        self.changed.emit()
+
+    def close_image(self) -> None:
+        self.flush()
+        self.doc, self.rgb = None, None
+        self.stack.clear()
+        self.changed.emit()
+
+    def semantic_model_changed(self, available: bool) -> None:
+        self.semantic_available = available
+        self.semantic_labels = self.semantic_evidence = None
+        if available and self.doc is not None:
+            self.worker.segment(self.image_id)
+
+    # ------------------------------------------------------------------ state and results
+    def capture(self) -> State:
+        d = self.doc
+        return State(tuple(d.objects), d.prompts.copy(), d.probabilities, d.editing, self._resolved)
+
+    def restore(self, state: State, predict_for: StateCommand | None = None) -> None:
+        d = self.doc
+        d.objects = list(state.objects)
+        d.prompts = state.prompts.copy()
+        d.probabilities = state.probabilities
+        d.editing = state.editing
+        self._request_id += 1  # whatever was in flight no longer matches what is shown
+        self._resolved = state.resolved
+        if predict_for is not None or (not state.resolved and not state.prompts.is_empty()):
+            self._request(predict_for)
+        self._touch()
+
+    def _request(self, command: StateCommand | None) -> None:
+        d = self.doc
+        rid = self._request_id
+        self._waiting[rid] = command
+        self.worker.predict(self.image_id, rid, d.prompts.points, d.prompts.box, d.probabilities)
+
+    def _on_predicted(self, image_id: int, request_id: int, probs: np.ndarray, seconds: float) -> None:
+        if image_id != self.image_id or self.doc is None:
+            return
+        if probs.shape != self.doc.shape:
+            self.error.emit("Prompt model", f"mask of size {probs.shape} for a {self.doc.shape} image")
+            return
+        command = self._waiting.pop(request_id, None)
+        for rid in [r for r in self._waiting if r < request_id]:  # superseded, never ran
+            self._waiting.pop(rid)
+        if command is not None:
+            command.set_result(probs)
+        if request_id != self._request_id:
+            return  # stale: the user moved on
+        self.doc.probabilities = probs
+        self._resolved = True
+        self.predictionShown.emit(seconds)
+        self._touch()
+
+    def _on_segmented(self, image_id: int, result: tuple, seconds: float) -> None:
+        labels, evidence = result
+        if image_id != self.image_id or self.doc is None or labels.shape != self.doc.shape:
+            return
+        self.semantic_labels = labels
+        self.semantic_evidence = evidence
+        self.message.emit(f"Semantic model ready ({seconds * 1000:.0f} ms)")
+        if self._auto_pending:
+            self._auto_pending = False
+            self.auto_segment()
+
+    def busy(self) -> bool:
+        """True while a mask for the shown prompts is still being computed."""
+        return not self._resolved
+
+    def _touch(self) -> None:
+        self._dirty = True
+        self._timer.start()
+        self.changed.emit()
+
+    def _push(self, text: str, after: State, predict: bool = False, before: State | None = None) -> None:
+        self.stack.push(StateCommand(self, text, before or self.capture(), after, predict))
+
+    # ------------------------------------------------------------------ what is shown
+    def current_mask(self) -> np.ndarray | None:
+        return None if self.doc is None else self.doc.current_mask(self.threshold)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Re-threshold the last probabilities; never runs the model."""
+        self.threshold = float(threshold)
+        self.changed.emit()
+
+    def shown_labels(self) -> np.ndarray | None:
+        """The objects' label map without the object being re-edited (it shows as the current mask)."""
+        if self.doc is None:
+            return None
+        objects = [o for i, o in enumerate(self.doc.objects) if i != self.doc.editing]
+        return compose_labels(objects, self.doc.shape)
+
+    # ------------------------------------------------------------------ edits (all undoable)
+    def add_point(self, x: int, y: int, positive: bool) -> None:
+        if self.doc is None:
+            return
+        before = self.capture()
+        after = replace(before, prompts=before.prompts.with_point(x, y, positive), resolved=False)
+        self._push("Positive point" if positive else "Negative point", after, predict=True, before=before)
+
+    def set_box(self, x0: int, y0: int, x1: int, y1: int) -> None:
+        if self.doc is None:
+            return
+        before = self.capture()
+        after = replace(before, prompts=before.prompts.with_box((x0, y0, x1, y1)), resolved=False)
+        self._push("Box", after, predict=True, before=before)
+
+    def clear_prompts(self) -> bool:
+        d = self.doc
+        if d is None or (d.prompts.is_empty() and d.probabilities is None and d.editing is None):
+            return False
+        text = "Cancel re-edit" if d.editing is not None else "Clear prompts"
+        self._push(text, State(tuple(d.objects), Prompts(), None, None, True))
+        return True
+
+    def accept(self, class_id: int | None = None) -> int | None:
+        """Accept the current mask as an object; returns its index (None if there is no mask)."""
+        d = self.doc
+        mask = self.current_mask()
+        if d is None or mask is None or not mask.any():
+            self.message.emit("Nothing to accept: click on the pet first")
+            return None
+        objects = list(d.objects)
+        source = "prompt" if not d.prompts.is_empty() else "brush"
+        if d.editing is not None and d.editing < len(objects):
+            index = d.editing
+            cid = class_id or objects[index].class_id
+            objects[index] = AnnotationObject(cid, mask.copy(), d.prompts.copy(), source)
+        else:
+            evidence = self.semantic_evidence if self.semantic_evidence is not None else self.semantic_labels
+            suggested = suggest_class(mask, evidence)
+            cid = class_id or suggested or self.default_class
+            how = "suggested by the semantic model" if suggested and not class_id else "press C to change"
+            self.message.emit(f"Accepted a {CLASS_NAMES[cid]} ({how})")
+            objects.append(AnnotationObject(cid, mask.copy(), d.prompts.copy(), source))
+            index = len(objects) - 1
+        self._push(f"Accept {CLASS_NAMES[cid]}", State(tuple(objects), Prompts(), None, None, True))
+        return index
+
+    def delete_object(self, index: int) -> None:
+        d = self.doc
+        if d is None or not 0 <= index < len(d.objects):
+            return
+        objects = [o for i, o in enumerate(d.objects) if i != index]
+        before = self.capture()
+        editing = d.editing
+        if editing == index:
+            after = State(tuple(objects), Prompts(), None, None, True)
+        else:
+            shifted = None if editing is None else (editing - 1 if editing > index else editing)
+            after = replace(before, objects=tuple(objects), editing=shifted)
+        self._push(f"Delete {d.objects[index].class_name}", after, before=before)
+
+    def set_object_class(self, index: int, class_id: int) -> None:
+        d = self.doc
+        if d is None or not 0 <= index < len(d.objects) or d.objects[index].class_id == class_id:
+            return
+        self.default_class = class_id
+        objects = list(d.objects)
+        objects[index] = replace(objects[index], class_id=class_id)
+        before = self.capture()
+        self._push(f"Class {CLASS_NAMES[class_id]}", replace(before, objects=tuple(objects)), before=before)
+
+    def toggle_class(self, index: int) -> None:
+        if self.doc is not None and 0 <= index < len(self.doc.objects):
+            self.set_object_class(index, other_class(self.doc.objects[index].class_id))
+
+    def edit_object(self, index: int) -> None:
+        """Take object ``index`` back into the editor: its prompts and mask become current."""
+        d = self.doc
+        if d is None or not 0 <= index < len(d.objects):
+            return
+        obj = d.objects[index]
+        after = State(tuple(d.objects), obj.prompts.copy(), obj.mask.astype(np.float32), index, True)
+        self._push(f"Re-edit {obj.class_name}", after)
+
+    def brush(self, stroke: list[tuple[int, int]], radius: int, erase: bool) -> None:
+        import cv2
+
+        d = self.doc
+        if d is None or (erase and d.probabilities is None):
+            return
+        paint = np.zeros(d.shape, dtype=np.uint8)
+        pts = np.asarray(stroke, dtype=np.int32).reshape(-1, 1, 2)
+        cv2.polylines(paint, [pts], False, 1, thickness=max(1, 2 * radius), lineType=cv2.LINE_8)
+        for x, y in stroke:
+            cv2.circle(paint, (int(x), int(y)), radius, 1, -1)
+        base = d.probabilities if d.probabilities is not None else np.zeros(d.shape, np.float32)
+        probs = base.copy()
+        probs[paint.astype(bool)] = 0.0 if erase else 1.0
+        before = self.capture()
+        self._push("Erase" if erase else "Brush", replace(before, probabilities=probs, resolved=True), before=before)
+
+    def auto_segment(self) -> bool:
+        """Start from the semantic model: one object per class present, below existing objects."""
+        d = self.doc
+        if d is None:
+            return False
+        if self.semantic_labels is None:
+            if not self.semantic_available:
+                self.error.emit("Auto-segment", "No semantic model is loaded; pick one in the Model menu.")
+                return False
+            self._auto_pending = True
+            self.worker.segment(self.image_id)
+            self.message.emit("Auto-segment: waiting for the semantic model…")
+            return True
+        new = objects_from_labels(self.semantic_labels)
+        if not new:
+            self.message.emit("Auto-segment: the semantic model found no cat or dog")
+            return False
+        before = self.capture()
+        shift = len(new)
+        editing = None if before.editing is None else before.editing + shift
+        self._push("Auto-segment", replace(before, objects=(*new, *before.objects), editing=editing), before=before)
+        return True
+
+    # ------------------------------------------------------------------ files
+    def flush(self) -> None:
+        """Write the sidecar now if anything changed since the last write."""
+        self._timer.stop()
+        if self.doc is None or not self._dirty:
+            return
+        try:
+            self.doc.save(sidecar_path(self.doc.image_path), self.threshold)
+        except OSError as problem:
+            if not self._autosave_error_shown:
+                self._autosave_error_shown = True
+                self.error.emit("Autosave failed", f"Cannot write the annotation of {self.doc.image_path.name}: {problem}")
+            return
+        self._dirty = False
+        self.annotatedChanged.emit(self.doc.image_path, self.doc.is_annotated())
+
+    def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
+        """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""
+        from training.images import MASK_PALETTE, save_png_atomic
+
+        d = self.doc
+        if d is None:
+            return []
+        labels = d.label_map()
+        if output_dir is not None:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+        written = [mask_path(d.image_path, output_dir)]
+        save_png_atomic(written[0], labels)
+        if colour:
+            written.append(colour_path(d.image_path, output_dir))
+            save_png_atomic(written[1], labels, palette=MASK_PALETTE)  # the dataset's colours
+        self._dirty = True
+        self.flush()
+        self.annotatedChanged.emit(d.image_path, True)
+        return written

@@ -1,0 +1,422 @@
+"""The main window: wires the canvas, the panels, the editor, the worker and the menus together.
+
+The canvas only draws and emits; the editor (Qt-light, no widgets) owns the annotation and the
+undo stack; the worker (own thread) owns the models. Everything that can fail shows a dialog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt5.QtCore import QSettings, Qt
+from PyQt5.QtGui import QKeySequence
+from PyQt5.QtWidgets import QAction, QActionGroup, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
+
+from petseg_desktop import __version__
+from petseg_desktop.annotation import is_annotated, list_images
+from petseg_desktop.canvas import Canvas
+from petseg_desktop.dialogs import InfoDialog, ShortcutsDialog, about_html, describe_model, keep_open, model_info_html
+from petseg_desktop.editor import Editor
+from petseg_desktop.model_menu import ModelMenus
+from petseg_desktop.panels import Controls, FileList, ObjectPanel
+from petseg_desktop.worker import PROMPT, SEMANTIC, WorkerHost
+
+MAX_RECENT = 8
+
+
+def default_settings() -> QSettings:
+    return QSettings(QSettings.IniFormat, QSettings.UserScope, "PetSeg", "petseg")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, device: str | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle(f"PetSeg {__version__}")
+        self.settings = settings or default_settings()
+        self.host = WorkerHost(device, self)
+        self.worker = self.host.worker
+        self.editor = Editor(self.worker, self)
+        self.canvas = Canvas(self)
+        self.setCentralWidget(self.canvas)
+        self.files = FileList()
+        self.objects = ObjectPanel()
+        self.controls = Controls()
+        self._dock("Files", self.files, Qt.LeftDockWidgetArea)
+        self._dock("Objects", self.objects, Qt.RightDockWidgetArea)
+        self._dock("View", self.controls, Qt.RightDockWidgetArea)
+        self._status_labels()
+        self.folder: Path | None = None
+        self.image_path: Path | None = None
+        self._row = -1
+        self.models = ModelMenus(self)
+        self._build_actions()
+        self._connect()
+        self._restore_settings()
+        self.models.refresh(load_defaults=True)
+
+    # ------------------------------------------------------------------ construction
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _status_labels(self) -> None:
+        self.size_label, self.model_label, self.device_label, self.latency_label = (QLabel() for _ in range(4))
+        self.cursor_label = QLabel()
+        for label in (self.cursor_label, self.size_label, self.model_label, self.device_label, self.latency_label):
+            self.statusBar().addPermanentWidget(label)
+        self.model_label.setText("no prompt model")
+
+    def action(self, text: str, slot, shortcut=None, menu=None, checkable=False, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(s) for s in shortcuts])
+        act.setCheckable(checkable)
+        if tip:
+            act.setStatusTip(tip)
+            act.setToolTip(tip)
+        act.triggered.connect(slot)
+        self.addAction(act)  # shortcuts work even when the menu bar is hidden
+        if menu is not None:
+            menu.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        self.action("&Open image…", self.choose_image, "Ctrl+O", m)
+        self.action("Open &folder…", self.choose_folder, "Ctrl+Shift+O", m)
+        self.recent_menu = m.addMenu("Recent folders")
+        m.addSeparator()
+        self.save_action = self.action("&Save mask", self.save_mask, "Ctrl+S", m, tip="Index PNG 0/1/2 at full size")
+        self.colour_action = self.action("Also save colour PNG", self._remember_colour, None, m, checkable=True)
+        self.action("Output folder…", self.choose_output_folder, None, m)
+        self.beside_action = self.action("Save masks beside the images", self.masks_beside, None, m)
+        m.addSeparator()
+        self.action("&Batch export…", self.open_export_dialog, "Ctrl+E", m)
+        m.addSeparator()
+        self.action("&Quit", self.close, "Ctrl+Q", m)
+
+        m = bar.addMenu("&Edit")
+        self.undo_action = self.editor.stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
+        self.redo_action = self.editor.stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for act in (self.undo_action, self.redo_action):
+            m.addAction(act)
+            self.addAction(act)
+        m.addSeparator()
+        self.action("&Accept object", self.accept_object, ["Return", "Enter"], m, tip="The mask becomes an object")
+        self.action("Cancel box / clear prompts", self.escape, "Esc", m)
+        self.action("&Delete object", self.delete_object, ["Del", "Backspace"], m)
+        self.action("Toggle &class cat/dog", self.toggle_class, "C", m)
+        self.action("Re-edit selected object", self.edit_selected, "R", m)
+        m.addSeparator()
+        tools = QActionGroup(self)
+        tools.setExclusive(False)
+        self.brush_action = self.action("&Brush", lambda on: self.set_tool("brush" if on else None), "B", m, True)
+        self.eraser_action = self.action("&Eraser", lambda on: self.set_tool("eraser" if on else None), "E", m, True)
+        self.action("Smaller brush", lambda: self.controls.brush.stepBy(-2), "[", m)
+        self.action("Larger brush", lambda: self.controls.brush.stepBy(2), "]", m)
+
+        m = bar.addMenu("&View")
+        self.action("&Fit to window", self.canvas.fit, "F", m)
+        self.action("Zoom in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="], m)
+        self.action("Zoom out", lambda: self.canvas.zoom_by(0.8), "Ctrl+-", m)
+        self.overlay_action = self.action("Show &overlay", self.canvas.set_overlay_visible, "O", m, True)
+        self.overlay_action.setChecked(True)
+
+        m = bar.addMenu("&Navigate")
+        self.action("&Next image", lambda: self.step(1), "D", m)
+        self.action("&Previous image", lambda: self.step(-1), "A", m)
+        self.action("Next &unannotated image", self.next_unannotated, "Shift+D", m)
+
+        self.model_menu = bar.addMenu("&Model")
+        self.models.build(self.model_menu)
+
+        m = bar.addMenu("&Help")
+        self.action("&Shortcuts", self.show_shortcuts, "F1", m)
+        self.action("&About PetSeg", self.show_about, None, m)
+
+    def _connect(self) -> None:
+        c, e = self.canvas, self.editor
+        c.pointClicked.connect(self.on_point)
+        c.boxDrawn.connect(self.on_box)
+        c.strokeFinished.connect(e.brush)
+        c.cursorMoved.connect(lambda x, y: self.cursor_label.setText(f"({x}, {y})"))
+        e.changed.connect(self.refresh)
+        e.annotatedChanged.connect(lambda p, done: self.files.set_state(p, "annotated" if done else "todo"))
+        e.predictionShown.connect(lambda s: self.latency_label.setText(f"mask {s * 1000:.0f} ms"))
+        e.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        e.error.connect(self.warn)
+        self.worker.failed.connect(lambda what, text: self.warn(f"Model error ({what})", text))
+        self.worker.imageReady.connect(lambda i, s: self.latency_label.setText(f"encode {s * 1000:.0f} ms"))
+        self.files.fileActivated.connect(self.open_row)
+        self.objects.editRequested.connect(e.edit_object)
+        self.objects.deleteRequested.connect(e.delete_object)
+        self.objects.classChosen.connect(self.choose_class)
+        self.controls.thresholdChanged.connect(e.set_threshold)
+        self.controls.opacityChanged.connect(c.set_overlay_opacity)
+        self.controls.brushChanged.connect(lambda r: setattr(c, "brush_radius", r))
+
+    # ------------------------------------------------------------------ dialogs
+    def warn(self, title: str, text: str) -> None:
+        QMessageBox.warning(self, title, text)
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        rows = []
+        for act in self.actions():
+            keys = ", ".join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())
+            if keys:
+                rows.append((keys, act.text().replace("&", "")))
+        self.shortcuts_dialog = keep_open(ShortcutsDialog(rows, self))
+        return self.shortcuts_dialog
+
+    def _model_paragraphs(self) -> list[str]:
+        return [describe_model(task, *self.models.loaded_info(task)) for task in (PROMPT, SEMANTIC)]
+
+    def show_about(self) -> InfoDialog:
+        self.about_dialog = keep_open(InfoDialog("About PetSeg", about_html(self._model_paragraphs()), self))
+        return self.about_dialog
+
+    def show_model_info(self) -> InfoDialog:
+        self.model_dialog = keep_open(InfoDialog("Models", model_info_html(self._model_paragraphs()), self))
+        return self.model_dialog
+
+    def open_export_dialog(self):
+        from petseg_desktop.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self.settings, folder=self.folder, parent=self)
+        self.export_dialog = keep_open(dialog)
+        return dialog
+
+    # ------------------------------------------------------------------ drawing
+    def refresh(self) -> None:
+        e, doc = self.editor, self.editor.doc
+        if doc is None:
+            self.objects.set_objects([], None)
+            self.canvas.set_prompts([], None)
+            return
+        self.canvas.set_objects(e.shown_labels())
+        self.canvas.set_current_mask(e.current_mask())
+        self.canvas.set_prompts(doc.prompts.points, doc.prompts.box)
+        self.objects.set_objects(doc.objects, doc.editing, select=getattr(self, "_select_next", None))
+        self._select_next = None
+
+    # ------------------------------------------------------------------ prompts and objects
+    def _prompt_model_ready(self) -> bool:
+        if self.models.selected(PROMPT):
+            return True
+        self.warn("No prompt model", self.models.missing_text(PROMPT))
+        return False
+
+    def on_point(self, x: int, y: int, positive: bool) -> None:
+        if self.editor.doc is not None and self._prompt_model_ready():
+            self.editor.add_point(x, y, positive)
+
+    def on_box(self, x0: int, y0: int, x1: int, y1: int) -> None:
+        if self.editor.doc is not None and self._prompt_model_ready():
+            self.editor.set_box(x0, y0, x1, y1)
+
+    def accept_object(self) -> None:
+        index = self.editor.accept()
+        if index is not None:
+            self._select_next = index
+            self.refresh()
+
+    def escape(self) -> None:
+        if not self.canvas.cancel_box():
+            self.editor.clear_prompts()
+
+    def _target_object(self) -> int:
+        doc = self.editor.doc
+        if doc is None or not doc.objects:
+            return -1
+        row = self.objects.selected()
+        return row if 0 <= row < len(doc.objects) else len(doc.objects) - 1
+
+    def delete_object(self) -> None:
+        self.editor.delete_object(self._target_object())
+
+    def toggle_class(self) -> None:
+        self.editor.toggle_class(self._target_object())
+
+    def edit_selected(self) -> None:
+        self.editor.edit_object(self._target_object())
+
+    def choose_class(self, class_id: int) -> None:
+        index = self._target_object()
+        if index >= 0:
+            self.editor.set_object_class(index, class_id)
+        else:
+            self.editor.default_class = class_id
+
+    def set_tool(self, tool: str | None) -> None:
+        self.brush_action.setChecked(tool == "brush")
+        self.eraser_action.setChecked(tool == "eraser")
+        self.canvas.brush_mode = tool
+        self.statusBar().showMessage(f"Tool: {tool or 'prompts'}", 3000)
+
+    # ------------------------------------------------------------------ files
+    def open_path(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.open_folder(path)
+        else:
+            self.open_image(path)
+
+    def choose_image(self) -> None:
+        start = str(self.folder or self.settings.value("lastFolder", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", start, "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)")
+        if path:
+            self.open_image(Path(path))
+
+    def choose_folder(self) -> None:
+        start = str(self.folder or self.settings.value("lastFolder", str(Path.home())))
+        path = QFileDialog.getExistingDirectory(self, "Open folder", start)
+        if path:
+            self.open_folder(Path(path))
+
+    def _load_folder(self, folder: Path) -> bool:
+        try:
+            paths = list_images(folder)
+        except OSError as error:
+            self.warn("Cannot open folder", f"{folder}: {error.strerror or error}")
+            return False
+        self.folder = folder
+        out = self.output_dir()
+        self.files.set_files(paths, [is_annotated(p, out) for p in paths])
+        self._add_recent(folder)
+        return True
+
+    def open_folder(self, folder: Path) -> None:
+        folder = Path(folder)
+        if not self._load_folder(folder):
+            return
+        if self.files.count() == 0:
+            self.statusBar().showMessage(f"No images in {folder}", 5000)
+            return
+        self.open_row(0)
+
+    def open_image(self, path: Path) -> None:
+        path = Path(path)
+        if self.folder != path.parent or self.files.row_of(path) < 0:
+            if not self._load_folder(path.parent):
+                return
+        row = self.files.row_of(path)
+        if row < 0:  # e.g. an image type the folder listing skips: open it alone
+            return self._open(path, -1)
+        self.open_row(row)
+
+    def open_row(self, row: int) -> None:
+        if 0 <= row < self.files.count():
+            self._open(self.files.paths()[row], row)
+
+    def _open(self, path: Path, row: int) -> None:
+        from training.images import ImageLoadError
+
+        self._row = row
+        self.files.select_row(row)
+        try:
+            self.editor.open_image(path)
+        except (ImageLoadError, OSError) as error:
+            self.editor.close_image()
+            self.canvas.set_image(None)
+            self.image_path = None
+            self.files.set_state(path, "failed")
+            self.size_label.setText("")
+            self.warn("Cannot open image", str(error))
+            return
+        self.image_path = path
+        rgb = self.editor.rgb
+        self.canvas.set_image(rgb)
+        self.refresh()
+        self.size_label.setText(f"{path.name}  {rgb.shape[1]}×{rgb.shape[0]}")
+        self.setWindowTitle(f"{path.name} — PetSeg {__version__}")
+
+    def step(self, delta: int) -> None:
+        n = self.files.count()
+        if n:
+            self.open_row(min(max(self._row + delta, 0), n - 1))
+
+    def next_unannotated(self) -> None:
+        n = self.files.count()
+        for k in range(1, n + 1):
+            row = (self._row + k) % n
+            if self.files.state(row) == "todo":
+                return self.open_row(row)
+        self.statusBar().showMessage("Every image is annotated", 5000)
+
+    def output_dir(self) -> Path | None:
+        value = self.settings.value("output/folder", "")
+        return Path(value) if value else None
+
+    def choose_output_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for saved masks", str(self.output_dir() or self.folder or ""))
+        if path:
+            self.settings.setValue("output/folder", path)
+
+    def masks_beside(self) -> None:
+        self.settings.setValue("output/folder", "")
+
+    def _remember_colour(self, on: bool) -> None:
+        self.settings.setValue("output/colour", bool(on))
+
+    def save_mask(self) -> list[Path]:
+        if self.editor.doc is None:
+            return []
+        try:
+            written = self.editor.save_mask(self.output_dir(), self.colour_action.isChecked())
+        except (OSError, ValueError) as error:
+            self.warn("Cannot save the mask", f"{error}\nChoose another output folder (File menu).")
+            return []
+        self.statusBar().showMessage("Saved " + ", ".join(str(p) for p in written), 5000)
+        return written
+
+    def _add_recent(self, folder: Path) -> None:
+        recent = [str(folder), *[f for f in self._recent() if f != str(folder)]][:MAX_RECENT]
+        self.settings.setValue("recentFolders", recent)
+        self.settings.setValue("lastFolder", str(folder))
+        self._rebuild_recent()
+
+    def _recent(self) -> list[str]:
+        value = self.settings.value("recentFolders", []) or []
+        return [value] if isinstance(value, str) else list(value)
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in self._recent():
+            act = self.recent_menu.addAction(folder)
+            act.triggered.connect(lambda _=False, f=folder: self.open_folder(Path(f)))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    # ------------------------------------------------------------------ settings and closing
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 840)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        colour = self.settings.value("output/colour", False)
+        self.colour_action.setChecked(colour in (True, "true", "1", 1))
+        self._rebuild_recent()
+
+    def closeEvent(self, event) -> None:
+        self.editor.flush()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.sync()
+        dialog = getattr(self, "export_dialog", None)
+        if dialog is not None:
+            try:
+                dialog.close()
+            except RuntimeError:  # already deleted
+                pass
+        self.host.shutdown()
+        super().closeEvent(event)

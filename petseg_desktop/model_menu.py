@@ -1,0 +1,140 @@
+"""The Model menu: every discovered checkpoint, which prompt/semantic model is in use, auto-segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PyQt5.QtWidgets import QAction, QActionGroup, QMenu
+
+from petseg_desktop.worker import PROMPT, SEMANTIC
+
+TITLES = {PROMPT: "Prompt model (clicks and boxes)", SEMANTIC: "Semantic model (class, auto-segment)"}
+
+
+class ModelMenus:
+    """Owns the model submenus and the choice of models; the worker does the loading."""
+
+    def __init__(self, window) -> None:
+        self.window = window
+        self.menus: dict[str, QMenu] = {}
+        self.groups: dict[str, QActionGroup] = {}
+        self.entries: list = []
+        self._chosen: dict[str, str | None] = {PROMPT: None, SEMANTIC: None}
+        self._loaded: dict[str, tuple[str | None, dict[str, Any] | None, str | None]] = {
+            PROMPT: (None, None, None),
+            SEMANTIC: (None, None, None),
+        }
+        worker = window.worker
+        worker.modelLoaded.connect(self._on_loaded)
+        worker.modelFailed.connect(self._on_failed)
+
+    def build(self, menu: QMenu) -> None:
+        w = self.window
+        for task in (PROMPT, SEMANTIC):
+            sub = menu.addMenu(TITLES[task])
+            sub.setToolTipsVisible(True)
+            self.menus[task] = sub
+        menu.addSeparator()
+        self.auto_action = w.action("&Auto-segment (semantic model)", w.editor.auto_segment, "Ctrl+Shift+A", menu)
+        w.action("&Refresh model list", lambda: self.refresh(load_defaults=False), None, menu)
+        w.action("Model &info…", w.show_model_info, None, menu)
+
+    # ------------------------------------------------------------------ discovery
+    def refresh(self, load_defaults: bool = False) -> None:
+        from models.discovery import discover_checkpoints
+
+        try:
+            self.entries = discover_checkpoints()
+        except OSError as error:
+            self.entries = []
+            self.window.warn("Model discovery", str(error))
+        for task, sub in self.menus.items():
+            sub.clear()
+            group = QActionGroup(sub)
+            group.setExclusive(True)
+            self.groups[task] = group
+            usable = [e for e in self.entries if e.loadable and e.task == task]
+            broken = [e for e in self.entries if not e.loadable]
+            for entry in usable:
+                act = QAction(entry.describe(), sub)
+                act.setCheckable(True)
+                act.setData(str(entry.path))
+                act.setToolTip(str(entry.path))
+                act.setChecked(str(entry.path) == self._chosen[task])
+                act.triggered.connect(lambda _=False, t=task, p=str(entry.path): self.choose(t, p))
+                group.addAction(act)
+                sub.addAction(act)
+            if not usable:
+                none = sub.addAction("(no checkpoint found)")
+                none.setEnabled(False)
+                none.setToolTip(self.missing_text(task))
+            for entry in broken:
+                act = sub.addAction(entry.describe())
+                act.setEnabled(False)
+                act.setToolTip(entry.error or "")
+            if load_defaults and self._chosen[task] is None:
+                default = self._default(task, usable)
+                if default:
+                    self.choose(task, default)
+
+    def _default(self, task: str, usable: list) -> str | None:
+        remembered = self.window.settings.value(f"model/{task}", "")
+        if remembered and any(str(e.path) == remembered for e in usable):
+            return remembered
+        if not usable:
+            return None
+        try:
+            from petseg_desktop.inference import find_checkpoint
+
+            return str(find_checkpoint(task))
+        except Exception:  # noqa: BLE001 - fall back to the first usable one
+            return str(usable[0].path)
+
+    def choose(self, task: str, path: str) -> None:
+        """Switch ``task``'s model; the worker loads it (the GUI keeps running)."""
+        self._chosen[task] = path
+        for act in (self.groups[task].actions() if task in self.groups else []):
+            act.setChecked(act.data() == path)
+        self.window.worker.load_model(task, path)
+        self.window.statusBar().showMessage(f"Loading {Path(path).name}…", 5000)
+
+    # ------------------------------------------------------------------ state
+    def selected(self, task: str) -> str | None:
+        return self._chosen[task]
+
+    def loaded_info(self, task: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        return self._loaded[task]
+
+    def missing_text(self, task: str) -> str:
+        from models.discovery import search_folders
+
+        folders = "\n".join(f"  {folder}" for _, folder in search_folders())
+        return (
+            f"No usable {task} checkpoint was found. Put a PetSeg .safetensors checkpoint in one of:\n"
+            f"{folders}\nor train one with petseg-train, then use Model → Refresh model list."
+        )
+
+    def _on_loaded(self, task: str, path: str, metadata: dict, device: str) -> None:
+        if path != self._chosen[task]:
+            return  # superseded by a later choice
+        self._loaded[task] = (path, metadata, device)
+        self.window.settings.setValue(f"model/{task}", path)
+        w = self.window
+        if task == PROMPT:
+            w.model_label.setText(f"{Path(path).name} ({metadata.get('arch', '?')})")
+            w.device_label.setText(device)
+        else:
+            w.editor.semantic_model_changed(True)
+            if not w.device_label.text():
+                w.device_label.setText(device)
+        w.statusBar().showMessage(f"Loaded {Path(path).name} on {device}", 5000)
+
+    def _on_failed(self, task: str, path: str, reason: str) -> None:
+        if path == self._chosen[task]:
+            self._chosen[task] = None
+            for act in (self.groups[task].actions() if task in self.groups else []):
+                act.setChecked(False)
+            if task == SEMANTIC:
+                self.window.editor.semantic_model_changed(False)
+        self.window.warn(f"Cannot load the {task} model", reason)

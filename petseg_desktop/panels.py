@@ -1,0 +1,215 @@
+"""The dock panels: the file list (with annotated state), the object list, and the view controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
+from PyQt5.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from petseg_desktop.annotation import CAT, CLASS_NAMES, DOG, PALETTE
+
+PATH_ROLE = Qt.UserRole
+STATE_ROLE = Qt.UserRole + 1  # "annotated", "todo" or "failed"
+
+
+def dot_icon(colour: QColor, filled: bool, mark: str = "") -> QIcon:
+    pixmap = QPixmap(16, 16)
+    pixmap.fill(Qt.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.Antialiasing)
+    painter.setPen(QPen(colour, 1.5))
+    painter.setBrush(colour if filled else Qt.transparent)
+    painter.drawEllipse(2, 2, 12, 12)
+    if mark:
+        painter.setPen(QPen(Qt.white, 2))
+        if mark == "check":
+            painter.drawPolyline(*_points([(4.5, 8), (7, 11), (11.5, 5)]))
+        else:
+            painter.drawLine(5, 5, 11, 11)
+            painter.drawLine(11, 5, 5, 11)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def _points(pairs):
+    from PyQt5.QtCore import QPointF
+
+    return [QPointF(x, y) for x, y in pairs]
+
+
+class FileList(QListWidget):
+    """The folder's images; a green check marks annotated ones, a red cross ones that failed to load."""
+
+    fileActivated = pyqtSignal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._icons = {
+            "annotated": dot_icon(QColor(40, 170, 60), True, "check"),
+            "todo": dot_icon(QColor(150, 150, 150), False),
+            "failed": dot_icon(QColor(210, 40, 40), True, "cross"),
+        }
+        self.currentRowChanged.connect(self._user_row)
+
+    def _user_row(self, row: int) -> None:
+        if row >= 0:
+            self.fileActivated.emit(row)
+
+    def set_files(self, paths: list[Path], annotated: list[bool]) -> None:
+        self.clear()
+        for path, done in zip(paths, annotated):
+            item = QListWidgetItem(path.name)
+            item.setData(PATH_ROLE, str(path))
+            item.setToolTip(str(path))
+            self.addItem(item)
+            self._set_state(item, "annotated" if done else "todo")
+
+    def _set_state(self, item: QListWidgetItem, state: str) -> None:
+        item.setData(STATE_ROLE, state)
+        item.setIcon(self._icons[state])
+
+    def paths(self) -> list[Path]:
+        return [Path(self.item(i).data(PATH_ROLE)) for i in range(self.count())]
+
+    def row_of(self, path: Path) -> int:
+        target = str(Path(path))
+        for i in range(self.count()):
+            if self.item(i).data(PATH_ROLE) == target:
+                return i
+        return -1
+
+    def state(self, row: int) -> str:
+        return self.item(row).data(STATE_ROLE)
+
+    def set_state(self, path: Path, state: str) -> None:
+        row = self.row_of(path)
+        if row >= 0:
+            self._set_state(self.item(row), state)
+
+    def select_row(self, row: int) -> None:
+        self.blockSignals(True)
+        self.setCurrentRow(row)
+        self.blockSignals(False)
+        if 0 <= row < self.count():
+            self.scrollToItem(self.item(row))
+
+
+class ObjectPanel(QWidget):
+    """The image's objects (bottom to top) and the class of the selected one."""
+
+    editRequested = pyqtSignal(int)
+    classChosen = pyqtSignal(int)  # class id from the combo
+    deleteRequested = pyqtSignal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setToolTip("Double-click an object to re-edit it (its prompts and mask come back)")
+        self.list.itemDoubleClicked.connect(lambda item: self.editRequested.emit(self.list.row(item)))
+        self.combo = QComboBox()
+        for cid in (CAT, DOG):
+            self.combo.addItem(dot_icon(QColor(*PALETTE[cid]), True), CLASS_NAMES[cid], cid)
+        self.combo.setToolTip("Class of the selected object (C toggles)")
+        self.combo.activated.connect(lambda i: self.classChosen.emit(self.combo.itemData(i)))
+        delete = QPushButton("Delete")
+        delete.clicked.connect(lambda: self.deleteRequested.emit(self.list.currentRow()))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Class"))
+        row.addWidget(self.combo, 1)
+        row.addWidget(delete)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.list)
+        layout.addLayout(row)
+        self.list.currentRowChanged.connect(self._sync_combo)
+        self._classes: list[int] = []
+
+    def set_objects(self, objects, editing: int | None, select: int | None = None) -> None:
+        keep = self.list.currentRow() if select is None else select
+        self.list.blockSignals(True)
+        self.list.clear()
+        self._classes = [o.class_id for o in objects]
+        for i, obj in enumerate(objects):
+            text = f"{i + 1}. {obj.class_name}  ({obj.area:,} px, {obj.source})"
+            if i == editing:
+                text += "  [editing]"
+            item = QListWidgetItem(dot_icon(QColor(*PALETTE[obj.class_id]), True), text)
+            self.list.addItem(item)
+        self.list.setCurrentRow(min(keep, len(objects) - 1) if objects else -1)
+        self.list.blockSignals(False)
+        self._sync_combo(self.list.currentRow())
+
+    def _sync_combo(self, row: int) -> None:
+        if 0 <= row < len(self._classes):
+            self.combo.setCurrentIndex(self.combo.findData(self._classes[row]))
+
+    def selected(self) -> int:
+        return self.list.currentRow()
+
+
+class Controls(QWidget):
+    """Threshold and overlay opacity sliders, and the brush size."""
+
+    thresholdChanged = pyqtSignal(float)
+    opacityChanged = pyqtSignal(float)
+    brushChanged = pyqtSignal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.threshold = self._slider(50, "Mask threshold: probability above which a pixel is the object")
+        self.opacity = self._slider(50, "Overlay opacity")
+        self.threshold_label = QLabel("0.50")
+        self.opacity_label = QLabel("50%")
+        self.brush = QSpinBox()
+        self.brush.setRange(1, 200)
+        self.brush.setValue(8)
+        self.brush.setSuffix(" px")
+        self.brush.setToolTip("Brush/eraser radius in image pixels ([ and ] change it)")
+        form = QFormLayout(self)
+        form.setContentsMargins(4, 4, 4, 4)
+        form.addRow("Threshold", self._pair(self.threshold, self.threshold_label))
+        form.addRow("Opacity", self._pair(self.opacity, self.opacity_label))
+        form.addRow("Brush", self.brush)
+        self.threshold.valueChanged.connect(self._on_threshold)
+        self.opacity.valueChanged.connect(self._on_opacity)
+        self.brush.valueChanged.connect(self.brushChanged)
+
+    @staticmethod
+    def _slider(value: int, tip: str) -> QSlider:
+        slider = QSlider(Qt.Horizontal)
+        slider.setRange(1, 99)
+        slider.setValue(value)
+        slider.setToolTip(tip)
+        return slider
+
+    @staticmethod
+    def _pair(slider: QSlider, label: QLabel) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(slider, 1)
+        label.setMinimumWidth(36)
+        row.addWidget(label)
+        return box
+
+    def _on_threshold(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.thresholdChanged.emit(value / 100)
+
+    def _on_opacity(self, value: int) -> None:
+        self.opacity_label.setText(f"{value}%")
+        self.opacityChanged.emit(value / 100)

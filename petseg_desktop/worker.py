@@ -1,0 +1,217 @@
+"""The inference worker: a QObject living in its own QThread that owns the models.
+
+The GUI thread only posts requests (never waits): each kind of request has one "pending" slot, so
+a fast series of clicks overwrites the slot and only the latest runs (coalescing). Every request
+carries the image id (and predictions a request id) so the GUI can drop stale results. Model
+loading, ``set_image`` and the semantic pass run here too; failures arrive as signals.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
+
+PROMPT, SEMANTIC = "prompt", "semantic"
+# Order in which pending requests are served: models first, then the image, then the user's
+# interactive prediction, then the (slower, once per image) semantic pass.
+_ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def default_device() -> str:
+    try:
+        from petseg_desktop.inference import pick_device
+
+        return str(pick_device())
+    except Exception:  # noqa: BLE001 - inference module missing or broken: fall back to the CPU
+        return "cpu"
+
+
+class InferenceWorker(QObject):
+    """Owns the prompt predictor and the semantic segmenter; see the module docstring."""
+
+    modelLoaded = pyqtSignal(str, str, object, str)  # task, path, metadata, device
+    modelFailed = pyqtSignal(str, str, str)  # task, path, one-line reason
+    imageReady = pyqtSignal(int, float)  # image id, seconds
+    predicted = pyqtSignal(int, int, object, float)  # image id, request id, HxW float32, seconds
+    segmented = pyqtSignal(int, object, float)  # image id, (HxW uint8 labels, HxW cat-minus-dog or None), s
+    failed = pyqtSignal(str, str)  # what ("predict", "segment", "image"), one-line reason
+    busyChanged = pyqtSignal(bool)
+    _wake = pyqtSignal()
+
+    def __init__(self, device: str | None = None) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending: dict[Any, Any] = {}
+        self._stopping = False
+        self._device = device
+        self._predictor: Any = None
+        self._segmenter: Any = None
+        self._image: np.ndarray | None = None
+        self._image_id = -1
+        self._predictor_image = -1
+        self.runs: Counter[str] = Counter()  # how many times each kind actually ran (for tests/logs)
+        self._wake.connect(self._drain, Qt.QueuedConnection)
+
+    # ------------------------------------------------------------------ GUI-thread API (non-blocking)
+    def _post(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._pending[key] = value
+        self._wake.emit()
+
+    def load_model(self, task: str, path: str | Path) -> None:
+        self._post(("load", task), str(path))
+
+    def set_image(self, image_id: int, rgb: np.ndarray) -> None:
+        with self._lock:  # anything queued for the previous image is now stale
+            self._pending.pop("predict", None)
+            self._pending.pop("segment", None)
+        self._post("image", (image_id, rgb))
+
+    def predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: np.ndarray | None) -> None:
+        self._post("predict", (image_id, request_id, list(points), box, prev_mask))
+
+    def segment(self, image_id: int) -> None:
+        self._post("segment", image_id)
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._pending.clear()
+
+    @property
+    def device(self) -> str:
+        return self._device or "?"
+
+    # ------------------------------------------------------------------ worker thread
+    def _take(self) -> tuple[Any, Any] | None:
+        with self._lock:
+            if self._stopping:
+                return None
+            for key in _ORDER:
+                if key in self._pending:
+                    return key, self._pending.pop(key)
+        return None
+
+    @pyqtSlot()
+    def _drain(self) -> None:
+        taken = self._take()
+        if taken is None:
+            return
+        self.busyChanged.emit(True)
+        try:
+            while taken is not None:
+                key, value = taken
+                try:
+                    self._serve(key, value)
+                except Exception as error:  # noqa: BLE001 - every failure becomes a signal
+                    traceback.print_exc()
+                    what = key[0] if isinstance(key, tuple) else key
+                    self.failed.emit(what, _one_line(error))
+                taken = self._take()
+        finally:
+            self.busyChanged.emit(False)
+
+    def _serve(self, key: Any, value: Any) -> None:
+        if isinstance(key, tuple):
+            self._load(key[1], value)
+        elif key == "image":
+            self._set_image(*value)
+        elif key == "predict":
+            self._predict(*value)
+        elif key == "segment":
+            self._segment(value)
+
+    def _load(self, task: str, path: str) -> None:
+        from petseg_desktop import inference
+
+        if self._device is None:
+            self._device = default_device()
+        try:
+            if task == PROMPT:
+                model = inference.load_predictor(path, device=self._device)
+            else:
+                model = inference.load_segmenter(path, device=self._device)
+        except Exception as error:  # noqa: BLE001 - CheckpointError, NoModelError, CUDA errors...
+            self.modelFailed.emit(task, path, _one_line(error))
+            return
+        self.runs["load"] += 1
+        metadata = getattr(model, "metadata", {}) or {}
+        device = str(getattr(model, "device", self._device))
+        if task == PROMPT:
+            self._predictor = model
+            self._predictor_image = -1
+            if self._image is not None:
+                self._predictor.set_image(self._image)
+                self._predictor_image = self._image_id
+        else:
+            self._segmenter = model
+        self.modelLoaded.emit(task, path, metadata, device)
+
+    def _set_image(self, image_id: int, rgb: np.ndarray) -> None:
+        self._image, self._image_id = rgb, image_id
+        start = time.perf_counter()
+        if self._predictor is not None:
+            self._predictor.set_image(rgb)
+            self._predictor_image = image_id
+            self.runs["image"] += 1
+        self.imageReady.emit(image_id, time.perf_counter() - start)
+
+    def _predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: Any) -> None:
+        if image_id != self._image_id:
+            return  # stale: another image is open now
+        if self._predictor is None:
+            self.failed.emit("predict", "no prompt model is loaded (Model menu)")
+            return
+        if self._predictor_image != image_id:
+            self._predictor.set_image(self._image)
+            self._predictor_image = image_id
+        start = time.perf_counter()
+        probs = self._predictor.predict(points=points, box=box, prev_mask=prev_mask)
+        self.runs["predict"] += 1
+        self.predicted.emit(image_id, request_id, np.asarray(probs, dtype=np.float32), time.perf_counter() - start)
+
+    def _segment(self, image_id: int) -> None:
+        if image_id != self._image_id or self._segmenter is None or self._image is None:
+            return
+        start = time.perf_counter()
+        if hasattr(self._segmenter, "probabilities"):
+            probs = self._segmenter.probabilities(self._image)
+            labels = probs.argmax(axis=2).astype(np.uint8)
+            evidence = (probs[..., 1] - probs[..., 2]).astype(np.float16)  # > 0: more cat than dog
+        else:
+            labels, evidence = np.asarray(self._segmenter.segment(self._image), dtype=np.uint8), None
+        self.runs["segment"] += 1
+        self.segmented.emit(image_id, (labels, evidence), time.perf_counter() - start)
+
+
+class WorkerHost(QObject):
+    """Creates the worker, moves it to a QThread and shuts both down cleanly."""
+
+    def __init__(self, device: str | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("petseg-inference")
+        self.worker = InferenceWorker(device)
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        self.worker.stop()
+        self.thread.quit()
+        self.thread.wait(timeout_ms)

@@ -1,0 +1,483 @@
+"""The real main window, offscreen, with the tiny random-init checkpoints and real pet photos.
+
+Mouse input goes through QTest/QMouseEvent on the canvas viewport at the widget position of image
+coordinates; results from the worker thread are awaited with qtbot.waitUntil, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PyQt5.QtCore import QEvent, QPoint, QSettings, Qt
+from PyQt5.QtGui import QMouseEvent
+from PyQt5.QtTest import QTest
+from PyQt5.QtWidgets import QApplication, QMessageBox
+
+from petseg_desktop.annotation import CAT, DOG, find_sidecar
+from petseg_desktop.main_window import MainWindow
+from petseg_desktop.worker import PROMPT, SEMANTIC
+
+WAIT = 30000  # ms; the models are tiny, but the machine is shared
+
+
+# ---------------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Discovery, user data and settings all inside tmp_path; no bundled checkpoints."""
+    import models.discovery as discovery
+
+    monkeypatch.setattr(discovery, "resources_dir", lambda: tmp_path / "no-resources")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("PETSEG_RUNS", str(runs))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("PETSEG_CHECKPOINTS", "")
+    return tmp_path
+
+
+@pytest.fixture
+def with_models(isolated, monkeypatch, tiny_prompt_checkpoint, tiny_semantic_checkpoint):
+    folders = [str(tiny_prompt_checkpoint.parent), str(tiny_semantic_checkpoint.parent)]
+    monkeypatch.setenv("PETSEG_CHECKPOINTS", os.pathsep.join(folders))
+    return isolated
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """QMessageBox calls are recorded instead of blocking."""
+    seen: list[tuple[str, str, str]] = []
+
+    def record(kind):
+        def show(parent, title, text, *args, **kwargs):
+            seen.append((kind, title, text))
+            return QMessageBox.Ok
+
+        return staticmethod(show)
+
+    for kind in ("warning", "critical", "information", "question"):
+        monkeypatch.setattr(QMessageBox, kind, record(kind))
+    return seen
+
+
+@pytest.fixture
+def photos(tmp_path, pet_photos):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in pet_photos:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def make_window(qtbot, tmp_path, wait_models=True) -> MainWindow:
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(settings=settings, device="cpu")
+    qtbot.addWidget(window)
+    window.resize(1000, 760)
+    window.show()
+    qtbot.waitExposed(window)
+    if wait_models:
+        qtbot.waitUntil(
+            lambda: window.models.loaded_info(PROMPT)[0] and window.models.loaded_info(SEMANTIC)[0], timeout=WAIT
+        )
+    return window
+
+
+@pytest.fixture
+def window(qtbot, with_models, dialogs):
+    w = make_window(qtbot, with_models)
+    yield w
+    w.close()
+
+
+def open_and_wait(qtbot, w: MainWindow, path: Path) -> None:
+    w.open_path(path)
+    qtbot.waitUntil(lambda: w.editor.doc is not None and w.editor.semantic_labels is not None, timeout=WAIT)
+
+
+def wait_mask(qtbot, w: MainWindow) -> None:
+    qtbot.waitUntil(lambda: not w.editor.busy(), timeout=WAIT)
+
+
+def click(w: MainWindow, x: int, y: int, button=Qt.LeftButton, modifier=Qt.NoModifier) -> None:
+    QTest.mouseClick(w.canvas.viewport(), button, modifier, w.canvas.view_pos(x, y))
+
+
+def drag(w: MainWindow, start: tuple[int, int], end: tuple[int, int], button=Qt.LeftButton) -> None:
+    viewport = w.canvas.viewport()
+    a, b = w.canvas.view_pos(*start), w.canvas.view_pos(*end)
+    mid = QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2)
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonPress, a, button, button, Qt.NoModifier))
+    for p in (mid, b):
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, p, Qt.NoButton, button, Qt.NoModifier))
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonRelease, b, button, Qt.NoButton, Qt.NoModifier))
+
+
+def key(qtbot, w: MainWindow, sequence: str) -> None:
+    """Fire the window's action bound to ``sequence`` as a key press would."""
+    from PyQt5.QtGui import QKeySequence
+
+    wanted = QKeySequence(sequence)
+    for act in w.actions():
+        if any(s == wanted for s in act.shortcuts()):
+            assert act.isEnabled(), f"{sequence} is disabled"
+            act.trigger()
+            return
+    raise AssertionError(f"no action for {sequence}")
+
+
+def shown_alpha(w: MainWindow) -> np.ndarray:
+    """The alpha channel of the current-mask overlay as drawn on the canvas."""
+    image = w.canvas._current_item.pixmap().toImage()
+    if image.isNull():
+        return np.zeros(w.editor.doc.shape, dtype=bool)
+    image = image.convertToFormat(image.Format_RGBA8888)
+    ptr = image.constBits()
+    ptr.setsize(image.byteCount())
+    arr = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
+    return arr[:, : image.width(), 3] > 0
+
+
+def usable_threshold(w: MainWindow) -> int:
+    """A slider value (percent) at which the random-init model's mask is neither empty nor full."""
+    probs = w.editor.doc.probabilities
+    return int(np.floor(np.median(probs) * 100))
+
+
+# ---------------------------------------------------------------------------- the main workflow
+def test_prompt_accept_undo_save_reopen(qtbot, window, photos, dialogs, tmp_path):
+    w = window
+    image = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, w, image)
+    h, w_px = w.editor.doc.shape
+    assert w.canvas._image_item.pixmap().width() == w_px  # full resolution
+    assert str(w_px) in w.size_label.text() and "cpu" in w.device_label.text()
+    runs = w.worker.runs["predict"]
+
+    click(w, w_px // 2, h // 2)  # positive
+    wait_mask(qtbot, w)
+    assert w.worker.runs["predict"] == runs + 1
+    assert w.editor.doc.prompts.points == [(w_px // 2, h // 2, True)]
+    assert w.editor.doc.probabilities.shape == (h, w_px)
+    assert "ms" in w.latency_label.text()
+
+    click(w, 5, 5, Qt.RightButton)  # negative
+    wait_mask(qtbot, w)
+    click(w, w_px - 6, 5, Qt.LeftButton, Qt.ShiftModifier)  # negative too
+    wait_mask(qtbot, w)
+    points = w.editor.doc.prompts.points
+    assert [p[2] for p in points] == [True, False, False]
+    assert points[1] == (5, 5, False)
+    dots = [i for i in w.canvas._prompt_items if i.rect().width() < 20]
+    assert len(dots) == 3
+
+    drag(w, (w_px // 6, h // 6), (5 * w_px // 6, 5 * h // 6))
+    wait_mask(qtbot, w)
+    x0, y0, x1, y1 = w.editor.doc.prompts.box
+    assert abs(x0 - w_px // 6) <= 1 and abs(y1 - 5 * h // 6) <= 2
+    assert w.worker.runs["predict"] == runs + 4
+
+    # the threshold re-thresholds the last probabilities; no model run
+    probs = w.editor.doc.probabilities
+    assert not shown_alpha(w).any()  # random-init model: everything below 0.5
+    value = usable_threshold(w)
+    w.controls.threshold.setValue(value)
+    expected = probs >= value / 100
+    assert 0 < expected.sum() < expected.size
+    assert np.array_equal(w.editor.current_mask(), expected)
+    assert np.array_equal(shown_alpha(w), expected)
+    assert w.worker.runs["predict"] == runs + 4
+
+    # accept: the semantic model (random init: all dog here) suggests the class
+    key(qtbot, w, "Return")
+    doc = w.editor.doc
+    assert len(doc.objects) == 1 and doc.prompts.is_empty() and doc.probabilities is None
+    obj = doc.objects[0]
+    assert np.array_equal(obj.mask, expected)
+    assert obj.class_id == DOG
+    assert len(obj.prompts.points) == 3 and obj.prompts.box is not None
+    assert w.objects.list.count() == 1
+
+    key(qtbot, w, "C")
+    assert w.editor.doc.objects[0].class_id == CAT
+    key(qtbot, w, "Ctrl+Z")  # class change undone
+    assert w.editor.doc.objects[0].class_id == DOG
+    key(qtbot, w, "Ctrl+Z")  # acceptance undone: prompts and mask are back
+    assert not w.editor.doc.objects and len(w.editor.doc.prompts.points) == 3
+    assert np.array_equal(w.editor.current_mask(), expected)
+    key(qtbot, w, "Ctrl+Z")  # the box undone: earlier mask, no model run needed for it?
+    assert w.editor.doc.prompts.box is None
+    wait_mask(qtbot, w)
+    key(qtbot, w, "Ctrl+Shift+Z")  # box again, from the stored result
+    assert w.editor.doc.prompts.box is not None and not w.editor.busy()
+    key(qtbot, w, "Ctrl+Y")  # acceptance again
+    key(qtbot, w, "Ctrl+Shift+Z")  # class change again
+    assert w.editor.doc.objects[0].class_id == CAT
+    key(qtbot, w, "C")
+    assert w.editor.doc.objects[0].class_id == DOG
+
+    written = w.save_mask()
+    saved = np.array(Image.open(image.with_name(f"{image.stem}_mask.png")))
+    assert written[0] == image.with_name(f"{image.stem}_mask.png")
+    assert saved.shape == (h, w_px) and saved.dtype == np.uint8
+    assert set(np.unique(saved)) <= {0, 1, 2}
+    assert np.all(saved[expected] == DOG) and np.all(saved[~expected] == 0)
+    assert not [p for p in photos.iterdir() if p.name.endswith(".tmp")]
+    assert w.files.state(w.files.row_of(image)) == "annotated"
+
+    # a few more prompts (not accepted) are kept across close/reopen too
+    click(w, w_px // 3, h // 3)
+    wait_mask(qtbot, w)
+    w.close()
+    sidecar = find_sidecar(image)
+    assert sidecar == photos / ".petseg" / f"{image.name}.json"
+    data = json.loads(sidecar.read_text())
+    assert data["objects"][0]["class"] == "dog"
+
+    w2 = make_window(qtbot, tmp_path)
+    open_and_wait(qtbot, w2, image)
+    doc2 = w2.editor.doc
+    assert len(doc2.objects) == 1 and doc2.objects[0].class_id == DOG
+    assert np.array_equal(doc2.objects[0].mask, expected)
+    assert doc2.objects[0].prompts == obj.prompts
+    assert doc2.prompts.points == [(w_px // 3, h // 3, True)]
+    assert w2.files.state(w2.files.row_of(image)) == "annotated"
+    assert not dialogs
+    w2.close()
+
+
+def test_coalescing_shows_only_the_latest(qtbot, window, photos, tiny_prompt_checkpoint):
+    from petseg_desktop.inference import load_predictor
+    from training.images import load_rgb
+
+    w = window
+    image = sorted(photos.iterdir())[1]
+    open_and_wait(qtbot, w, image)
+    h, w_px = w.editor.doc.shape
+    runs = w.worker.runs["predict"]
+    clicks = [(int(20 + i * (w_px - 40) / 24), int(h / 2 + (i % 5) * 7), i % 3 != 1) for i in range(25)]
+    for x, y, positive in clicks:  # no event processing in between: a burst of requests
+        w.editor.add_point(x, y, positive)
+    wait_mask(qtbot, w)
+    ran = w.worker.runs["predict"] - runs
+    assert 1 <= ran < len(clicks)
+    assert w.editor.stack.count() == len(clicks)
+
+    predictor = load_predictor(tiny_prompt_checkpoint, "cpu")
+    predictor.set_image(load_rgb(image))
+    expected = predictor.predict(points=clicks, box=None, prev_mask=None)
+    np.testing.assert_allclose(w.editor.doc.probabilities, expected, atol=1e-5)
+
+
+def test_folder_navigation_and_annotated_state(qtbot, window, photos):
+    w = window
+    w.open_path(photos)
+    names = sorted((p.name for p in photos.iterdir()), key=str.lower)  # case-insensitive, like file managers
+    assert [p.name for p in w.files.paths()] == names
+    assert w.image_path.name == names[0]
+    assert all(w.files.state(r) == "todo" for r in range(w.files.count()))
+    qtbot.waitUntil(lambda: w.editor.semantic_labels is not None, timeout=WAIT)
+
+    key(qtbot, w, "B")  # annotate the first image with the brush
+    assert w.canvas.brush_mode == "brush"
+    drag(w, (30, 30), (120, 90))
+    assert w.editor.current_mask()[60, 75]
+    key(qtbot, w, "Return")
+    key(qtbot, w, "B")
+    assert w.canvas.brush_mode is None
+    assert w.editor.doc.objects[0].source == "brush"
+
+    key(qtbot, w, "D")
+    qtbot.waitUntil(lambda: w.files.state(0) == "annotated", timeout=WAIT)  # autosaved on leaving
+    assert w.image_path.name == names[1]
+    key(qtbot, w, "A")
+    assert w.image_path.name == names[0] and len(w.editor.doc.objects) == 1
+    key(qtbot, w, "Shift+D")
+    assert w.image_path.name == names[1]
+    key(qtbot, w, "D")
+    key(qtbot, w, "D")
+    key(qtbot, w, "D")  # stays on the last
+    assert w.image_path.name == names[-1]
+    key(qtbot, w, "Shift+D")  # wraps round, skipping the annotated first image
+    assert w.image_path.name == names[1]
+    recent = w.settings.value("recentFolders")
+    assert str(photos) in ([recent] if isinstance(recent, str) else recent)
+
+
+def test_reedit_delete_auto_segment_and_escape(qtbot, window, photos):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[2])
+    h, w_px = w.editor.doc.shape
+    click(w, w_px // 2, h // 2)
+    wait_mask(qtbot, w)
+    w.controls.threshold.setValue(usable_threshold(w))
+    key(qtbot, w, "Return")
+    first = w.editor.doc.objects[0]
+
+    item = w.objects.list.item(0)
+    rect = w.objects.list.visualItemRect(item)
+    QTest.mouseClick(w.objects.list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+    QTest.mouseDClick(w.objects.list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+    doc = w.editor.doc
+    assert doc.editing == 0 and doc.prompts == first.prompts
+    assert np.array_equal(w.editor.current_mask(), first.mask)
+    assert not w.editor.shown_labels().any()  # shown as the current mask, not as an object
+    key(qtbot, w, "Esc")  # cancel the re-edit: the object is unchanged
+    assert doc.editing is None and len(doc.objects) == 1 and doc.prompts.is_empty()
+
+    key(qtbot, w, "Ctrl+Shift+A")  # semantic objects go below the existing one
+    labels = w.editor.semantic_labels
+    present = [c for c in (CAT, DOG) if (labels == c).any()]
+    assert [o.class_id for o in doc.objects[: len(present)]] == present
+    assert doc.objects[-1] is first and all(o.source == "auto" for o in doc.objects[:-1])
+    w.objects.list.setCurrentRow(0)
+    key(qtbot, w, "Del")
+    assert len(doc.objects) == len(present) and doc.objects[-1] is first
+    key(qtbot, w, "Ctrl+Z")
+    assert len(doc.objects) == len(present) + 1
+
+    # Esc during a box drag cancels the box only
+    click(w, 10, 10)
+    wait_mask(qtbot, w)
+    viewport = w.canvas.viewport()
+    a, b = w.canvas.view_pos(20, 20), w.canvas.view_pos(200, 150)
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonPress, a, Qt.LeftButton, Qt.LeftButton, Qt.NoModifier))
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, b, Qt.NoButton, Qt.LeftButton, Qt.NoModifier))
+    assert w.canvas.box_in_progress()
+    key(qtbot, w, "Esc")
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonRelease, b, Qt.LeftButton, Qt.NoButton, Qt.NoModifier))
+    assert doc.prompts.box is None and len(doc.prompts.points) == 1
+    key(qtbot, w, "Esc")  # no box: clears the prompts
+    assert doc.prompts.is_empty()
+
+
+def test_view_controls(qtbot, window, photos):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[0])
+    fitted = w.canvas.zoom()
+    from PyQt5.QtCore import QPointF
+    from PyQt5.QtGui import QWheelEvent
+
+    h, w_px = w.editor.doc.shape
+    pos = w.canvas.view_pos(w_px // 3, h // 3)
+    for step in range(2):  # the first notch makes the image overflow the view both ways
+        under = w.canvas.mapToScene(pos)
+        event = QWheelEvent(QPointF(pos), QPointF(w.canvas.viewport().mapToGlobal(pos)), QPoint(0, 0),
+                            QPoint(0, 360), Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+        QApplication.sendEvent(w.canvas.viewport(), event)
+    assert w.canvas.zoom() > fitted * 2.5
+    after = w.canvas.mapToScene(pos)
+    assert abs(after.x() - under.x()) < 3 and abs(after.y() - under.y()) < 3  # zoomed around the cursor
+    key(qtbot, w, "F")
+    assert abs(w.canvas.zoom() - fitted) < 1e-6
+    key(qtbot, w, "O")
+    assert not w.canvas._current_item.isVisible()
+    key(qtbot, w, "O")
+    assert w.canvas._current_item.isVisible()
+    w.controls.opacity.setValue(80)
+    assert abs(w.canvas._objects_item.opacity() - 0.8) < 1e-6
+    dialog = w.show_shortcuts()
+    texts = [dialog.table.item(r, 1).text() for r in range(dialog.table.rowCount())]
+    assert "Accept object" in texts and "Next unannotated image" in texts
+    dialog.close()
+    about = w.show_about()
+    assert "tiny-prompt" in about.browser.toPlainText() and "0." in about.browser.toPlainText()
+    about.close()
+
+
+# ---------------------------------------------------------------------------- errors
+def test_corrupt_image_gives_a_dialog_and_the_app_goes_on(qtbot, window, photos, dialogs):
+    w = window
+    (photos / "0000_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    w.open_path(photos)
+    assert dialogs and dialogs[-1][1] == "Cannot open image" and "0000_broken.jpg" in dialogs[-1][2]
+    assert w.files.state(0) == "failed" and w.editor.doc is None
+    key(qtbot, w, "D")
+    qtbot.waitUntil(lambda: w.editor.doc is not None, timeout=WAIT)
+    assert w.image_path == sorted(photos.glob("*.jpg"), key=lambda p: p.name.lower())[1]
+    click(w, 30, 30)
+    wait_mask(qtbot, w)
+    assert len(dialogs) == 1
+
+
+def test_missing_model_gives_a_dialog(qtbot, isolated, dialogs, photos):
+    w = make_window(qtbot, isolated, wait_models=False)
+    open_and_wait_no_model = sorted(photos.iterdir())[0]
+    w.open_path(open_and_wait_no_model)
+    click(w, 40, 40)
+    assert dialogs and dialogs[-1][1] == "No prompt model"
+    assert w.editor.doc.prompts.is_empty()
+    key(qtbot, w, "Ctrl+Shift+A")
+    assert dialogs[-1][1] == "Auto-segment"
+    actions = w.models.menus[PROMPT].actions()
+    assert actions and not actions[0].isEnabled()
+    w.close()
+
+
+def test_model_menu_lists_unusable_checkpoints(qtbot, with_models, dialogs, tiny_prompt_checkpoint):
+    (tiny_prompt_checkpoint.parent / "broken.safetensors").write_bytes(b"junk")
+    w = make_window(qtbot, with_models)
+    try:
+        texts = {a.text(): a for a in w.models.menus[PROMPT].actions()}
+        broken = [a for t, a in texts.items() if t.startswith("broken.safetensors")]
+        assert broken and not broken[0].isEnabled() and broken[0].toolTip()
+        usable = [a for t, a in texts.items() if t.startswith("tiny-prompt")]
+        assert usable[0].isEnabled() and usable[0].isChecked()
+    finally:
+        w.close()
+        (tiny_prompt_checkpoint.parent / "broken.safetensors").unlink()
+
+
+# ---------------------------------------------------------------------------- batch export
+def test_batch_export_dialog_with_cancel(qtbot, window, tmp_path, pets_root):
+    source = tmp_path / "many"
+    source.mkdir()
+    for path in sorted((pets_root / "Test" / "color").glob("*.jpg"))[:40]:
+        os.symlink(path, source / path.name)
+    out = tmp_path / "out"
+    dialog = window.open_export_dialog()
+    dialog.input_edit.setText(str(source))
+    dialog.output_edit.setText(str(out))
+    cancelled = []
+
+    def cancel_on_first(done, total, path):
+        if not cancelled:
+            cancelled.append(done)
+            dialog.cancel()
+
+    dialog.progressed.connect(cancel_on_first)
+    assert dialog.start()
+    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60000)
+    summary = dialog.summary
+    assert summary.cancelled and 1 <= summary.written < 40
+    written = sorted(out.iterdir())
+    assert len(written) == summary.written
+    assert not [p for p in written if p.suffix != ".png" or p.name.startswith(".")]
+    first = written[0]
+    mask = np.array(Image.open(first))
+    photo = Image.open(source / f"{first.stem}.jpg")
+    assert mask.shape == (photo.height, photo.width) and set(np.unique(mask)) <= {0, 1, 2}
+    assert "cancelled" in dialog.log.toPlainText()
+
+    # a second run to the end, with a corrupt photo listed among the failures
+    small = tmp_path / "small"
+    small.mkdir()
+    for path in sorted(source.iterdir())[:3]:
+        os.symlink(os.readlink(path), small / path.name)
+    (small / "zz_corrupt.jpg").write_bytes(b"broken")
+    dialog.input_edit.setText(str(small))
+    dialog.output_edit.setText(str(tmp_path / "out2"))
+    dialog.format_combo.setCurrentText("color")
+    assert dialog.start()
+    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60000)
+    summary = dialog.summary
+    assert summary.written == 3 and len(summary.failed) == 1 and not summary.cancelled
+    assert "zz_corrupt.jpg" in dialog.log.toPlainText()
+    assert "images/s" in dialog.rate_label.text()
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == sorted(f"{p.stem}.png" for p in sorted(source.iterdir())[:3])
+    dialog.close()
