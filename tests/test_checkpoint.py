@@ -29,7 +29,7 @@ def test_round_trip_restores_model_and_metadata(tiny_semantic_checkpoint: Path) 
     assert metadata["arch"] == "unet" and metadata["task"] == "semantic"
     assert metadata["class_names"] == ["background", "cat", "dog"]
     assert metadata["input_size"] == 64 and "created" in metadata and "package_version" in metadata
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # the fixture used seed 0
     reference = build_model("unet", metadata["config"]).eval()
     x = torch.rand(1, 3, 64, 64)
     assert not torch.allclose(reference(x), model(x))  # weights really came from the file...
