@@ -71,15 +71,17 @@ class Encoder(nn.Module):
         super().__init__()
         self.normalization = {key: list(values) for key, values in normalization.items()}
         self.frozen = False
+        self.train_requested = True  # the mode asked for, applied again when unfrozen
 
     def set_frozen(self, frozen: bool) -> None:
         """Freeze (no gradients, fixed BatchNorm statistics) or unfreeze the encoder."""
         self.frozen = frozen
         self.requires_grad_(not frozen)
-        self.train(self.training)
+        self.train(self.train_requested)
 
     def train(self, mode: bool = True) -> Encoder:
         """Set train mode, except that a frozen encoder always stays in eval mode."""
+        self.train_requested = mode
         super().train(mode and not self.frozen)
         return self
 
