@@ -74,16 +74,17 @@ def photos(tmp_path, pet_photos):
     return folder
 
 
-def make_window(qtbot, tmp_path, wait_models=True) -> MainWindow:
+def make_window(qtbot, tmp_path, wait_models=True, size=(1000, 760)) -> MainWindow:
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     window = MainWindow(settings=settings, device="cpu")
     qtbot.addWidget(window)
-    window.resize(1000, 760)
+    if size:
+        window.resize(*size)
     window.show()
     qtbot.waitExposed(window)
     if wait_models:
         qtbot.waitUntil(
-            lambda: window.models.loaded_info(PROMPT)[0] and window.models.loaded_info(SEMANTIC)[0], timeout=WAIT
+            lambda: bool(window.models.loaded_info(PROMPT)[0] and window.models.loaded_info(SEMANTIC)[0]), timeout=WAIT
         )
     return window
 
@@ -481,3 +482,84 @@ def test_batch_export_dialog_with_cancel(qtbot, window, tmp_path, pets_root):
     assert "images/s" in dialog.rate_label.text()
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == sorted(f"{p.stem}.png" for p in sorted(source.iterdir())[:3])
     dialog.close()
+
+
+# ---------------------------------------------------------------------------- tools, view, persistence
+def test_brush_eraser_pan_and_undo(qtbot, window, photos):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[3])
+    key(qtbot, w, "B")
+    w.controls.brush.setValue(6)
+    drag(w, (40, 40), (140, 40))
+    mask = w.editor.current_mask()
+    assert mask[40, 90] and mask[45, 40] and not mask[60, 90]
+    key(qtbot, w, "E")  # the eraser replaces the brush
+    assert w.canvas.brush_mode == "eraser" and not w.brush_action.isChecked()
+    drag(w, (90, 30), (90, 50))
+    assert not w.editor.current_mask()[40, 90] and w.editor.current_mask()[40, 50]
+    key(qtbot, w, "Ctrl+Z")
+    assert w.editor.current_mask()[40, 90]
+    key(qtbot, w, "Ctrl+Z")
+    assert w.editor.current_mask() is None
+    key(qtbot, w, "E")
+    assert w.canvas.brush_mode is None
+
+    w.canvas.zoom_by(4)  # middle-drag pans; it never adds a prompt
+    before = w.canvas.mapToScene(w.canvas.viewport().rect().center())
+    drag(w, (200, 200), (150, 150), Qt.MiddleButton)
+    after = w.canvas.mapToScene(w.canvas.viewport().rect().center())
+    assert after.x() > before.x() + 20 and after.y() > before.y() + 20
+    assert w.editor.doc.prompts.is_empty()
+
+
+def test_window_state_and_models_persist(qtbot, with_models, dialogs, tmp_path, tiny_prompt_checkpoint):
+    w = make_window(qtbot, tmp_path)
+    w.resize(900, 650)
+    w.colour_action.trigger()
+    w.close()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    assert settings.value("model/prompt") == str(tiny_prompt_checkpoint)
+    w2 = make_window(qtbot, tmp_path, size=None)  # geometry restored from the settings
+    assert (w2.width(), w2.height()) == (900, 650) and w2.colour_action.isChecked()
+    w2.close()
+
+
+def test_colour_png_and_output_folder(qtbot, window, photos, tmp_path):
+    w = window
+    image = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, w, image)
+    key(qtbot, w, "B")
+    drag(w, (10, 10), (60, 10))
+    key(qtbot, w, "Return")
+    w.settings.setValue("output/folder", str(tmp_path / "masks"))
+    w.colour_action.setChecked(True)
+    index_png, colour_png = w.save_mask()
+    assert index_png == tmp_path / "masks" / f"{image.stem}_mask.png"
+    saved = np.array(Image.open(index_png))
+    assert saved[10, 30] == w.editor.doc.objects[0].class_id and saved[100, 100] == 0
+    colour = Image.open(colour_png)
+    assert colour.mode == "P" and np.array_equal(np.array(colour), saved)
+    assert not image.with_name(f"{image.stem}_mask.png").exists()
+
+
+def test_petseg_entry_point_opens_a_photo(qtbot, with_models, dialogs, photos, tmp_path):
+    from PyQt5.QtCore import QTimer
+
+    from petseg_desktop.app import main
+
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "user-settings"))
+    image = sorted(photos.iterdir())[0]
+    seen = {}
+
+    def check():
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.editor.doc is not None:
+                seen["path"] = widget.image_path
+                widget.close()
+                return
+        QTimer.singleShot(50, check)
+
+    QTimer.singleShot(0, check)
+    assert main([str(image), "--device", "cpu"]) == 0
+    assert seen["path"] == image
+    assert (tmp_path / "user-settings" / "PetSeg" / "petseg.ini").is_file()

@@ -1,0 +1,150 @@
+"""The Qt-free annotation document: RLE, composition, class suggestion, sidecars and paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from petseg_desktop import annotation as ann
+from petseg_desktop.annotation import CAT, DOG, AnnotationObject, ImageAnnotation, Prompts, SidecarError
+
+
+@pytest.fixture(autouse=True)
+def user_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+def test_document_model_is_qt_free_and_gui_never_imports_training_loop():
+    code = (
+        "import sys, petseg_desktop.annotation; assert 'PyQt5' not in sys.modules, 'Qt imported'; "
+        "import petseg_desktop.app, petseg_desktop.main_window, petseg_desktop.export_dialog, petseg_desktop.inference; "
+        "bad = [m for m in sys.modules if m in ('training.fit', 'training.prompt_training')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rle_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    mask = rng.random(shape) < [0.0, 0.3, 0.5, 0.9, 1.0, 0.05][seed]
+    rle = ann.rle_encode(mask)
+    assert sum(rle["counts"]) == mask.size
+    assert np.array_equal(ann.rle_decode(json.loads(json.dumps(rle))), mask)
+
+
+def test_rle_rejects_bad_counts():
+    with pytest.raises(SidecarError):
+        ann.rle_decode({"size": [2, 2], "counts": [1, 1]})
+    with pytest.raises(SidecarError):
+        ann.rle_decode({"size": "x"})
+
+
+def test_composition_later_objects_on_top():
+    a = np.zeros((4, 5), bool)
+    a[:, :3] = True
+    b = np.zeros((4, 5), bool)
+    b[:, 2:] = True
+    labels = ann.compose_labels([AnnotationObject(CAT, a), AnnotationObject(DOG, b)], (4, 5))
+    assert labels.tolist() == [[1, 1, 2, 2, 2]] * 4
+    labels = ann.compose_labels([AnnotationObject(DOG, b), AnnotationObject(CAT, a)], (4, 5))
+    assert labels.tolist() == [[1, 1, 1, 2, 2]] * 4
+    assert ann.colourise(labels)[0, 0].tolist() == list(ann.PALETTE[CAT])
+
+
+def test_suggest_class_from_labels_probabilities_and_evidence():
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    labels = np.zeros((4, 4), np.uint8)
+    labels[0, :2] = DOG
+    labels[1, :3] = CAT  # 3 cat pixels against 2 dog pixels inside the mask
+    assert ann.suggest_class(mask, labels) == CAT
+    assert ann.suggest_class(mask, None) is None
+    assert ann.suggest_class(np.zeros((4, 4), bool), labels) is None
+    probs = np.zeros((4, 4, 3), np.float32)
+    probs[..., DOG] = 0.6
+    probs[..., CAT] = 0.4
+    assert ann.suggest_class(mask, probs) == DOG
+    evidence = (probs[..., CAT] - probs[..., DOG]).astype(np.float16)
+    assert ann.suggest_class(mask, evidence) == DOG
+
+
+def test_objects_from_labels():
+    labels = np.array([[0, 1], [2, 2]], np.uint8)
+    objs = ann.objects_from_labels(labels)
+    assert [o.class_id for o in objs] == [CAT, DOG] and all(o.source == "auto" for o in objs)
+    assert objs[1].mask.tolist() == [[False, False], [True, True]]
+    assert ann.objects_from_labels(np.zeros((2, 2), np.uint8)) == []
+
+
+def _doc(tmp_path):
+    image = tmp_path / "Abyssinian_1.jpg"
+    image.write_bytes(b"")
+    doc = ImageAnnotation(image, 6, 8)
+    mask = np.zeros((6, 8), bool)
+    mask[1:4, 2:6] = True
+    doc.objects.append(AnnotationObject(DOG, mask, Prompts([(3, 2, True), (0, 0, False)], (1, 1, 7, 5))))
+    doc.prompts = Prompts([(5, 5, True)])
+    doc.probabilities = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    doc.editing = None
+    return image, doc
+
+
+def test_sidecar_round_trip(tmp_path):
+    image, doc = _doc(tmp_path)
+    path = doc.save(threshold=0.5)
+    assert path == tmp_path / ".petseg" / "Abyssinian_1.jpg.json"
+    assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+    back = ImageAnnotation.load(image, (6, 8))
+    assert len(back.objects) == 1
+    assert back.objects[0].class_id == DOG and np.array_equal(back.objects[0].mask, doc.objects[0].mask)
+    assert back.objects[0].prompts == doc.objects[0].prompts
+    assert back.prompts == doc.prompts
+    assert np.array_equal(back.probabilities >= 0.5, doc.probabilities >= 0.5)
+    assert np.array_equal(back.label_map(), doc.label_map())
+    assert ann.is_annotated(image) and ann.sidecar_has_objects(image)
+
+
+def test_sidecar_of_another_size_or_corrupt_is_refused(tmp_path):
+    image, doc = _doc(tmp_path)
+    doc.save()
+    with pytest.raises(SidecarError):
+        ImageAnnotation.load(image, (7, 8))
+    ann.sidecar_path(image).write_text("{not json")
+    with pytest.raises(SidecarError):
+        ImageAnnotation.load(image, (6, 8))
+    assert not ann.is_annotated(image)
+
+
+def test_read_only_folder_falls_back_to_user_data(tmp_path, monkeypatch):
+    image, doc = _doc(tmp_path)
+    monkeypatch.setattr(ann, "_folder_writable", lambda folder: False)
+    path = doc.save()
+    assert str(path).startswith(str(tmp_path / "xdg" / "petseg" / "annotations"))
+    assert ann.find_sidecar(image) == path
+    assert len(ImageAnnotation.load(image, (6, 8)).objects) == 1
+
+
+def test_paths_and_listing(tmp_path):
+    for name in ("b.jpg", "A.png", "a_mask.png", "a_mask_colour.png", ".hidden.jpg", "notes.txt", "C.JPEG"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.jpg").mkdir()
+    assert [p.name for p in ann.list_images(tmp_path)] == ["A.png", "b.jpg", "C.JPEG"]
+    assert ann.mask_path(tmp_path / "b.jpg") == tmp_path / "b_mask.png"
+    assert ann.mask_path(tmp_path / "b.jpg", tmp_path / "out") == tmp_path / "out" / "b_mask.png"
+    assert not ann.is_annotated(tmp_path / "b.jpg")
+    (tmp_path / "b_mask.png").write_bytes(b"")
+    assert ann.is_annotated(tmp_path / "b.jpg")
+
+
+def test_prompts_value_semantics():
+    p = Prompts().with_point(1.7, 2, True).with_box((0, 0, 5, 5))
+    q = p.with_point(3, 3, False)
+    assert p.points == [(1, 2, True)] and len(q.points) == 2 and q.box == (0, 0, 5, 5)
+    assert Prompts.from_json(q.to_json()) == q
+    assert not p.is_empty() and Prompts().is_empty()
