@@ -66,7 +66,12 @@ class MainWindow(QMainWindow):
         self.size_label, self.model_label, self.device_label, self.latency_label = (QLabel() for _ in range(4))
         self.cursor_label = QLabel()
         for label in (self.cursor_label, self.size_label, self.model_label, self.device_label, self.latency_label):
+            label.setContentsMargins(6, 0, 6, 0)
             self.statusBar().addPermanentWidget(label)
+        self.size_label.setToolTip("Image and its size")
+        self.model_label.setToolTip("Prompt model")
+        self.device_label.setToolTip("Device the models run on")
+        self.latency_label.setToolTip("Time of the last model run")
         self.model_label.setText("no prompt model")
 
     def action(self, text: str, slot, shortcut=None, menu=None, checkable=False, tip: str = "") -> QAction:
@@ -171,7 +176,8 @@ class MainWindow(QMainWindow):
         for act in self.actions():
             keys = ", ".join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())
             if keys:
-                rows.append((keys, act.text().replace("&", "")))
+                text = {self.undo_action: "Undo", self.redo_action: "Redo"}.get(act, act.text())
+                rows.append((keys, text.replace("&", "")))
         self.shortcuts_dialog = keep_open(ShortcutsDialog(rows, self))
         return self.shortcuts_dialog
 
@@ -373,7 +379,11 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as error:
             self.warn("Cannot save the mask", f"{error}\nChoose another output folder (File menu).")
             return []
-        self.statusBar().showMessage("Saved " + ", ".join(str(p) for p in written), 5000)
+        note = ""
+        current = self.editor.current_mask()
+        if current is not None and current.any():
+            note = "  (the current object is not accepted yet: press Enter, then save again)"
+        self.statusBar().showMessage("Saved " + ", ".join(str(p) for p in written) + note, 8000)
         return written
 
     def _add_recent(self, folder: Path) -> None:

@@ -70,6 +70,7 @@ class FileList(QListWidget):
             self.fileActivated.emit(row)
 
     def set_files(self, paths: list[Path], annotated: list[bool]) -> None:
+        self.blockSignals(True)  # filling the list is not the user picking a file
         self.clear()
         for path, done in zip(paths, annotated):
             item = QListWidgetItem(path.name)
@@ -77,6 +78,7 @@ class FileList(QListWidget):
             item.setToolTip(str(path))
             self.addItem(item)
             self._set_state(item, "annotated" if done else "todo")
+        self.blockSignals(False)
 
     def _set_state(self, item: QListWidgetItem, state: str) -> None:
         item.setData(STATE_ROLE, state)
@@ -140,6 +142,8 @@ class ObjectPanel(QWidget):
 
     def set_objects(self, objects, editing: int | None, select: int | None = None) -> None:
         keep = self.list.currentRow() if select is None else select
+        if keep < 0 or keep >= len(objects):
+            keep = len(objects) - 1  # C, Del and the class combo act on the newest object by default
         self.list.blockSignals(True)
         self.list.clear()
         self._classes = [o.class_id for o in objects]
@@ -149,7 +153,7 @@ class ObjectPanel(QWidget):
                 text += "  [editing]"
             item = QListWidgetItem(dot_icon(QColor(*PALETTE[obj.class_id]), True), text)
             self.list.addItem(item)
-        self.list.setCurrentRow(min(keep, len(objects) - 1) if objects else -1)
+        self.list.setCurrentRow(keep)
         self.list.blockSignals(False)
         self._sync_combo(self.list.currentRow())
 

@@ -563,3 +563,18 @@ def test_petseg_entry_point_opens_a_photo(qtbot, with_models, dialogs, photos, t
     assert main([str(image), "--device", "cpu"]) == 0
     assert seen["path"] == image
     assert (tmp_path / "user-settings" / "PetSeg" / "petseg.ini").is_file()
+
+
+def test_unwritable_output_folder_gives_a_dialog(qtbot, window, photos, tmp_path, dialogs):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[0])
+    key(qtbot, w, "B")
+    drag(w, (10, 10), (60, 10))
+    key(qtbot, w, "Return")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    w.settings.setValue("output/folder", str(blocker / "masks"))
+    assert w.save_mask() == []
+    assert dialogs[-1][1] == "Cannot save the mask"
+    w.settings.setValue("output/folder", "")
+    assert len(w.save_mask()) == 1  # and the app goes on
