@@ -150,12 +150,23 @@ class Editor(QObject):
             self._waiting.pop(rid)
         if command is not None:
             command.set_result(probs)
+            self._resolve_following(command)
         if request_id != self._request_id:
             return  # stale: the user moved on
         self.doc.probabilities = probs
         self._resolved = True
         self.predictionShown.emit(seconds)
         self._touch()
+
+    def _resolve_following(self, command: StateCommand) -> None:
+        """A result that came in after the next prompt was pushed also fixes that command's ``before``."""
+        for i in range(self.stack.count() - 1):
+            if self.stack.command(i) is command:
+                following = self.stack.command(i + 1)
+                before = getattr(following, "before", None)
+                if before is not None and not before.resolved and before.prompts == command.after.prompts:
+                    following.before = command.after
+                return
 
     def _on_segmented(self, image_id: int, result: tuple, seconds: float) -> None:
         labels, evidence = result

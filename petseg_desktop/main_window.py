@@ -206,7 +206,10 @@ class MainWindow(QMainWindow):
             self.objects.set_objects([], None)
             self.canvas.set_prompts([], None)
             return
-        self.canvas.set_objects(e.shown_labels())
+        key = (doc.image_path, tuple(id(o) for o in doc.objects), doc.editing)
+        if key != getattr(self, "_objects_key", None):  # recolour objects only when they change
+            self._objects_key = key
+            self.canvas.set_objects(e.shown_labels())
         self.canvas.set_current_mask(e.current_mask())
         self.canvas.set_prompts(doc.prompts.points, doc.prompts.box)
         self.objects.set_objects(doc.objects, doc.editing, select=getattr(self, "_select_next", None))
@@ -339,6 +342,7 @@ class MainWindow(QMainWindow):
         self.image_path = path
         rgb = self.editor.rgb
         self.canvas.set_image(rgb)
+        self._objects_key = None
         self.refresh()
         self.size_label.setText(f"{path.name}  {rgb.shape[1]}×{rgb.shape[0]}")
         self.setWindowTitle(f"{path.name} — PetSeg {__version__}")

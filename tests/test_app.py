@@ -578,3 +578,21 @@ def test_unwritable_output_folder_gives_a_dialog(qtbot, window, photos, tmp_path
     assert dialogs[-1][1] == "Cannot save the mask"
     w.settings.setValue("output/folder", "")
     assert len(w.save_mask()) == 1  # and the app goes on
+
+
+def test_undo_after_a_late_result_needs_no_model_run(qtbot, window, photos):
+    import time
+
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[0])
+    runs = w.worker.runs["predict"]
+    w.editor.add_point(50, 60, True)
+    deadline = time.monotonic() + 30
+    while w.worker.runs["predict"] == runs and time.monotonic() < deadline:  # the worker ran it, but
+        pass  # its result is still queued for the GUI thread: push the next prompt before it lands
+    w.editor.add_point(80, 90, False)
+    wait_mask(qtbot, w)
+    assert w.worker.runs["predict"] == runs + 2
+    key(qtbot, w, "Ctrl+Z")
+    assert not w.editor.busy() and w.editor.doc.prompts.points == [(50, 60, True)]
+    assert w.worker.runs["predict"] == runs + 2
