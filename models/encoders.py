@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -293,12 +294,19 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a plain tensor file: OpenAI ships RN50.pt as TorchScript
+    if _is_torchscript(path):  # OpenAI ships RN50.pt as TorchScript
         warnings.warn(f"{path.name}: loading a TorchScript archive with torch.jit.load; only use trusted files")
         return torch.jit.load(str(path), map_location="cpu").state_dict()
+    state: Any = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript zip archive (it holds a ``code/`` folder)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
 def _visual_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

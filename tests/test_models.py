@@ -270,3 +270,25 @@ def test_clip_loads_a_local_safetensors_file(tmp_path: Path) -> None:
         model.load_pretrained(str(tmp_path / "bad.safetensors"))
     with pytest.raises(PretrainedWeightsMissing, match="not found"):
         model.load_pretrained(str(tmp_path / "absent.safetensors"))
+
+
+class _Holder(torch.nn.Module):
+    """Holds a CLIP tower under ``visual`` like OpenAI's TorchScript RN50.pt."""
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual.conv1(x)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_clip_loads_a_torchscript_archive_with_a_warning(tmp_path: Path) -> None:
+    source = ClipRN50Encoder(depth=1)
+    path = tmp_path / "RN50.pt"
+    torch.jit.trace(_Holder(source.visual), torch.randn(1, 3, 32, 32)).save(str(path))
+    model = build_model("clip", {"base": 8, "depth": 1})
+    with pytest.warns(UserWarning, match="TorchScript"):
+        model.load_pretrained(str(path))
+    torch.testing.assert_close(model.encoder.visual.conv1.weight, source.visual.conv1.weight)
