@@ -46,10 +46,11 @@ CLIP_ARCHS = ("clip", "clip_unet")
 CLASS_NAMES = ("background", "cat", "dog")
 VOID = 255
 STATE_NAME = ".last.state.safetensors"
+PLOT_INTERVAL = 60.0  # seconds between curve plots during a run (always plotted at its end)
 LOG_FIELDS = (
     "epoch", "phase", "train_loss", "val_loss", "val_miou",
     "iou_background", "iou_cat", "iou_dog", "iou_1click", "iou_3click",
-    "lr", "seconds", "world_size",
+    "lr", "seconds", "world_size", "train_steps",
 )
 
 
@@ -101,7 +102,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=0, help="early stop after N epochs without a better val mIoU (0 = off)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of TrainVal held out for validation")
     p.add_argument("--limit", type=int, default=None,
-                   help="use only N training images (and at most max(4, N//4) validation images): smoke runs")
+                   help="use only N training images (and at most max(2, N//4) validation images): smoke runs")
     p.add_argument("--ae-epochs", type=int, default=10, help="autoencoder: reconstruction (phase 1) epochs")
     p.add_argument("--clicks-rounds", type=int, default=3, help="prompt_unet: max corrective click rounds per batch")
     p.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
@@ -284,7 +285,7 @@ def prepare_samples(args: argparse.Namespace) -> Data:
     if args.limit:
         order = np.random.default_rng(args.seed).permutation(len(train))[: args.limit]
         train = [train[i] for i in sorted(order)]
-        val = val[: max(4, args.limit // 4)]
+        val = val[: max(2, args.limit // 4)]
     if not train:
         raise FitError("no training photos left after the validation split")
     if not val:
@@ -708,8 +709,6 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
         dist.broadcast_object_list(holder, src=0)
         out = Path(holder[0])
     args.out = str(out)
-    if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
 
     config = model_config(args)
     try:
@@ -720,6 +719,8 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
         raise FitError(f"cannot build {args.arch} with {config}: {_one_line(error)}") from None
     pretrained = load_pretrained(model, args, rt) if resume_header is None else resume_header.get("pretrained", "none")
     normalization = model.normalization
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
     model.to(rt.device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -777,6 +778,7 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
     use_scaler = rt.device.type == "cuda" and not args.no_amp and not args.bf16
     epochs_this_run = 0
     stop = False
+    last_plot, plotted = time.time(), 0
 
     for phase_index in range(start_phase, len(phases)):
         phase, phase_epochs = phases[phase_index]
@@ -867,7 +869,7 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
 
             row: dict[str, Any] = {
                 "epoch": len(history) + 1, "phase": phase, "train_loss": round(train_loss, 6),
-                "lr": lr, "world_size": rt.world,
+                "lr": lr, "world_size": rt.world, "train_steps": int(train_n),
             }
             metrics: dict[str, Any] = {}
             if phase == "segmentation":
@@ -927,7 +929,10 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
                 }
                 save_train_state(out / STATE_NAME, optimizer, scaler, info)
                 write_log(out, history)
-                write_curves(out, history)
+                if time.time() - last_plot > PLOT_INTERVAL:  # matplotlib costs ~0.5 s a plot
+                    write_curves(out, history)
+                    last_plot = time.time()
+                    plotted = len(history)
                 summary = f"{phase} epoch {epoch + 1}/{phase_epochs}: train loss {train_loss:.4f}"
                 if metrics:
                     summary += f", val loss {metrics['val_loss']:.4f}, val mIoU {metrics['miou']:.4f}"
@@ -949,5 +954,7 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
             break
         resume_header = None  # later phases start fresh
 
+    if rt.main and history and plotted != len(history):
+        write_curves(out, history)
     log(rt, f"done: best val mIoU {best:.4f} (epoch {best_epoch}); checkpoints in {out}")
     return 0

@@ -1,0 +1,216 @@
+"""Training: losses, prompt simulation, and `petseg-train fit` on tiny real data for every architecture."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+
+ARGS_TINY = ["--size", "64", "--base", "8", "--depth", "3", "--workers", "0", "--augment", "none", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(pets_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 real TrainVal photos (6 cats, 6 dogs) symlinked into the processed layout."""
+    root = tmp_path_factory.mktemp("pets")
+    color, label = root / "TrainVal" / "color", root / "TrainVal" / "label"
+    color.mkdir(parents=True)
+    label.mkdir(parents=True)
+    stems = sorted(p.stem for p in (pets_root / "TrainVal" / "color").glob("*.jpg"))
+    cats = [s for s in stems if s[0].isupper()][::40][:6]
+    dogs = [s for s in stems if s[0].islower()][::60][:6]
+    for stem in cats + dogs:
+        (color / f"{stem}.jpg").symlink_to(pets_root / "TrainVal" / "color" / f"{stem}.jpg")
+        (label / f"{stem}.png").symlink_to(pets_root / "TrainVal" / "label" / f"{stem}.png")
+    return root
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fit(data: Path, out: Path, *extra: str) -> int:
+    return main(["fit", "--data", str(data), "--out", str(out), *ARGS_TINY, *extra])
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_losses_ignore_void_and_prefer_correct_logits():
+    from training.losses import BinaryLoss, SegmentationLoss, class_weights_from_counts
+
+    target = torch.tensor([[[0, 1], [2, 255]]])
+    good = torch.full((1, 3, 2, 2), -5.0)
+    for (y, x), c in {(0, 0): 0, (0, 1): 1, (1, 0): 2, (1, 1): 0}.items():
+        good[0, c, y, x] = 5.0
+    bad = -good
+    for kind in ("ce", "ce_dice", "focal_dice"):
+        loss = SegmentationLoss(kind)
+        assert loss(good, target) < loss(bad, target)
+        # the void pixel does not matter
+        changed = good.clone()
+        changed[0, :, 1, 1] = torch.tensor([-9.0, 9.0, 3.0])
+        assert torch.isclose(loss(good, target), loss(changed, target))
+    weighted = SegmentationLoss("ce", class_weights=[1.0, 3.0, 1.0])
+    assert weighted(bad, target) > 0
+    binary = BinaryLoss()
+    obj = torch.tensor([[[1, 0], [255, 1]]])
+    logits_good = torch.tensor([[[[6.0, -6.0], [0.0, 6.0]]]])
+    assert binary(logits_good, obj) < binary(-logits_good, obj)
+    flipped_void = logits_good.clone()
+    flipped_void[0, 0, 1, 0] = 9.0
+    assert torch.isclose(binary(logits_good, obj), binary(flipped_void, obj))
+    weights = class_weights_from_counts([1000, 100, 400])
+    assert weights[1] > weights[2] > weights[0] and abs(np.mean(weights) - 1) < 1e-6
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from training.fit import lr_at
+
+    lrs = [lr_at(s, 100, 10, 1e-3) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] < 0.05e-3
+
+
+# --------------------------------------------------------------------------- prompt simulation
+
+
+def test_initial_prompts_lie_on_the_object_and_eval_clicks_follow_errors():
+    from training.prompt_training import jittered_box, sample_clicks_inside, sample_initial_prompt
+
+    obj = np.zeros((64, 64), bool)
+    obj[20:50, 10:40] = True
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        clicks = sample_clicks_inside(obj, 3, rng)
+        assert clicks and all(obj[y, x] for x, y in clicks)
+        assert all(12 <= x <= 37 and 22 <= y <= 47 for x, y in clicks)  # away from the border
+        x0, y0, x1, y1 = jittered_box(obj, rng)
+        assert abs(x0 - 10) <= 3 and abs(x1 - 39) <= 3 and abs(y0 - 20) <= 3 and abs(y1 - 49) <= 3
+        prompt = sample_initial_prompt(obj, rng)
+        assert prompt.positives or prompt.box
+    assert sample_initial_prompt(np.zeros((8, 8), bool), rng).box is None
+
+
+def test_prompt_training_step_and_eval_clicks_shapes():
+    from models.registry import build_model
+    from training.prompt_training import PromptTrainingStep, simulate_eval_clicks
+
+    torch.manual_seed(0)
+    model = build_model("prompt_unet", {"base": 8, "depth": 3})
+    masks = torch.zeros(2, 64, 64, dtype=torch.int64)
+    masks[0, 10:40, 10:40] = 1
+    masks[1, 20:60, 5:30] = 2
+    masks[1, 0:4] = 255
+    images = torch.randn(2, 3, 64, 64)
+    logits, target = PromptTrainingStep(model)(images, masks, rounds=2, seed=1)
+    assert logits.shape == (2, 1, 64, 64) and target.shape == (2, 64, 64)
+    assert set(target.unique().tolist()) == {0, 1, 255}
+    logits.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    probs = simulate_eval_clicks(model, images, masks, clicks=3)
+    assert len(probs) == 3 and probs[0].shape == (2, 64, 64)
+
+
+# --------------------------------------------------------------------------- fit, every architecture
+
+ARCH_RUNS = {
+    # arch: extra options; 4 photos, enough epochs for the training loss to fall
+    "unet": ["--epochs", "4", "--batch-size", "4", "--lr", "3e-3"],
+    "autoencoder": ["--ae-epochs", "3", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3"],
+    # the CLIP towers are the slowest: 2 photos, one step per epoch (same batch: the loss must fall)
+    "clip": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
+    "clip_unet": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
+    "prompt_unet": ["--epochs", "4", "--batch-size", "4", "--lr", "3e-3", "--clicks-rounds", "2"],
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCH_RUNS))
+def test_fit_trains_writes_and_is_discovered(arch, tiny_data, tmp_path, monkeypatch):
+    from models.checkpoint import load_checkpoint
+    from models.discovery import discover_checkpoints
+
+    runs = tmp_path / "runs"
+    out = runs / arch
+    code = fit(tiny_data, out, "--arch", arch, "--limit", "4", "--val-fraction", "0.25", "--warmup-epochs", "0",
+               *ARCH_RUNS[arch])  # a later --limit wins
+    assert code == 0
+    rows = read_log(out)
+    phases = ["reconstruction", "segmentation"] if arch == "autoencoder" else ["segmentation"]
+    assert sorted({r["phase"] for r in rows}) == sorted(phases)
+    for phase in phases:
+        losses = [float(r["train_loss"]) for r in rows if r["phase"] == phase]
+        assert losses[-1] < losses[0], (phase, losses)
+    seg = [r for r in rows if r["phase"] == "segmentation"]
+    assert all(0 <= float(r["val_miou"]) <= 1 for r in seg)
+    if arch == "prompt_unet":
+        assert seg[-1]["iou_1click"] != "" and seg[-1]["iou_3click"] != ""
+    else:
+        assert seg[-1]["iou_cat"] != "" or seg[-1]["iou_dog"] != ""
+    assert (out / "curves.png").stat().st_size > 1000
+    for name in ("last.safetensors", "best.safetensors"):
+        model, meta = load_checkpoint(out / name)
+        assert meta["arch"] == arch and meta["input_size"] == 64
+        assert meta["training"]["train_images"] == (2 if arch.startswith("clip") else 4)
+        assert meta["training"]["layout"] == "processed"
+        assert "miou" in meta["metrics"] and meta["hardware"]["world_size"] == 1
+        assert "petseg-train fit" in meta["command"]
+    if arch == "prompt_unet":
+        assert {"iou_1click", "iou_3click"} <= set(meta["metrics"])
+    monkeypatch.setenv("PETSEG_RUNS", str(runs))
+    found = {e.path.name for e in discover_checkpoints() if e.source == "training"}
+    assert found == {"last.safetensors", "best.safetensors"}  # the resume state is not offered
+
+
+@pytest.mark.parametrize("arch", ["unet", "prompt_unet"])
+def test_resume_continues_exactly(arch, tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--arch", arch, "--epochs", "2", "--batch-size", "2", "--limit", "2", "--val-fraction", "0.25",
+              "--seed", "3", "--cat-boost", "2"]
+    assert fit(tiny_data, tmp_path / "straight", *common) == 0
+    assert fit(tiny_data, tmp_path / "split", *common, "--stop-after-epochs", "1") == 0
+    assert len(read_log(tmp_path / "split")) == 1
+    assert main(["fit", "--resume", str(tmp_path / "split"), "--data", str(tiny_data), "--arch", arch]) == 0
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    straight, split = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
+    assert [r["train_loss"] for r in straight] == [r["train_loss"] for r in split]
+
+
+def test_bare_resume_without_state_starts_fresh(tiny_data, tmp_path):
+    out = tmp_path / "fresh"
+    assert fit(tiny_data, out, "--arch", "unet", "--epochs", "1", "--limit", "2", "--resume") == 0
+    assert len(read_log(out)) == 1
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    code = main(["fit", "--arch", "unet", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "nowhere" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_clip_weights_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    code = fit(tiny_data, tmp_path / "o", "--arch", "clip", "--clip-weights", str(tmp_path / "RN50.safetensors"),
+               "--limit", "2")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "RN50.safetensors" in err[0]
+    code = fit(tiny_data, tmp_path / "o2", "--arch", "clip_unet", "--limit", "2")
+    assert code == 2 and "--clip-weights" in capsys.readouterr().err
+
+
+def test_bad_size_is_refused(tiny_data, tmp_path, capsys):
+    assert main(["fit", "--arch", "unet", "--data", str(tiny_data), "--size", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
