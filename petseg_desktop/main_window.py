@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtGui import QKeySequence
-from PyQt5.QtWidgets import QAction, QActionGroup, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
+from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
 
 from petseg_desktop import __version__
 from petseg_desktop.annotation import is_annotated, list_images
@@ -120,8 +120,6 @@ class MainWindow(QMainWindow):
         self.action("Toggle &class cat/dog", self.toggle_class, "C", m)
         self.action("Re-edit selected object", self.edit_selected, "R", m)
         m.addSeparator()
-        tools = QActionGroup(self)
-        tools.setExclusive(False)
         self.brush_action = self.action("&Brush", lambda on: self.set_tool("brush" if on else None), "B", m, True)
         self.eraser_action = self.action("&Eraser", lambda on: self.set_tool("eraser" if on else None), "E", m, True)
         self.action("Smaller brush", lambda: self.controls.brush.stepBy(-2), "[", m)
