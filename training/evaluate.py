@@ -1,0 +1,397 @@
+"""``petseg-train eval``: evaluate a checkpoint through the public inference API.
+
+Everything goes through ``petseg_desktop.inference`` (``Segmenter.segment`` and
+``Predictor.set_image/predict``), so the numbers are what users of the app get, at the photos'
+original resolution.
+
+Semantic models: a confusion matrix over all pixels (void skipped): per-class IoU, Dice and
+pixel accuracy (recall), mean IoU/Dice, overall pixel accuracy, seconds per image.
+
+Prompt models (and the GrabCut baseline, ``--baseline grabcut``): the object is the pet (labels
+1 and 2), void (255) is ignored. Standard click protocol (RITM / f-BRS): the first click comes
+from :func:`training.clicks.next_click` on an empty prediction, every later one from the current
+error; each prediction gets all clicks so far and the previous probabilities as ``prev_mask``;
+the mask is ``probability > 0.5``. NoC@85 / NoC@90 is the number of clicks until the IoU first
+reaches 0.85 / 0.90, ``max_clicks`` (20) when it never does. An image stops early once its IoU
+reached 0.90 after at least 5 clicks (nothing reported depends on later clicks). Mean IoU after
+1, 3 and 5 clicks, and the mIoU from the tight bounding box of the pet's pixels alone
+(``x1``/``y1`` exclusive), and seconds per ``predict`` call.
+
+The baseline runs on the same images with the same protocol: its first click is the model's
+first click; later clicks follow each method's own errors (that is the protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from training.clicks import next_click
+
+NOC_THRESHOLDS = (0.85, 0.90)
+IOU_AT = (1, 3, 5)
+THRESHOLD = 0.5
+EARLY_STOP_IOU = 0.90
+EARLY_STOP_MIN_CLICKS = max(IOU_AT)
+DEFAULT_MAX_CLICKS = 20
+
+
+def _progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable[Any]:
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _limited(samples: Sequence[Any], limit: int | None) -> list[Any]:
+    samples = list(samples)
+    return samples if limit is None or limit <= 0 else samples[:limit]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic
+
+
+def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None = None,
+                      progress: bool = False) -> dict[str, Any]:
+    """Per-class IoU/Dice/pixel accuracy of ``segmenter.segment(rgb)`` at original resolution."""
+    from training.data import load_sample
+    from training.metrics import ConfusionMatrix
+
+    class_names = list((getattr(segmenter, "metadata", None) or {}).get("class_names") or ("background", "cat", "dog"))
+    total = ConfusionMatrix(num_classes=len(class_names))
+    rows = []
+    seconds = 0.0
+    for sample in _progress(_limited(samples, limit), "eval", progress):
+        rgb, mask = load_sample(sample)
+        start = time.perf_counter()
+        pred = segmenter.segment(rgb)
+        elapsed = time.perf_counter() - start
+        seconds += elapsed
+        if pred.shape != mask.shape:
+            raise ValueError(f"{sample.stem}: segmenter returned {pred.shape}, the mask is {mask.shape}")
+        one = ConfusionMatrix(num_classes=len(class_names))
+        one.update(pred, mask)
+        total.update(pred, mask)
+        rows.append({
+            "stem": sample.stem,
+            "mean_iou": _nan_to_none(one.mean_iou()),
+            "pixel_accuracy": _nan_to_none(one.pixel_accuracy()),
+            "seconds": elapsed,
+        })
+    result: dict[str, Any] = {"task": "semantic", "images": len(rows), "class_names": class_names}
+    result.update(total.summary(class_names))
+    result["seconds_per_image"] = seconds / len(rows) if rows else None
+    result["rows"] = rows
+    return result
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt (interactive)
+
+
+def object_target(mask: np.ndarray) -> np.ndarray:
+    """Labels (0 bg, 1 cat, 2 dog, 255 void) -> binary target 0 background, 1 pet, 255 void."""
+    target = ((mask == 1) | (mask == 2)).astype(np.uint8)
+    target[mask == 255] = 255
+    return target
+
+
+def tight_box(target: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The pet's tight bounding box (x0, y0, x1, y1), x1/y1 exclusive; None when there is no pet."""
+    ys, xs = np.nonzero(target == 1)
+    if xs.size == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
+    """Clicks until the IoU first reaches ``threshold`` (``max_clicks`` if it never does)."""
+    for k, value in enumerate(ious[:max_clicks], start=1):
+        if value >= threshold:
+            return k
+    return max_clicks
+
+
+def simulate_clicks(predictor: Any, target: np.ndarray, max_clicks: int = DEFAULT_MAX_CLICKS,
+                    early_stop: bool = True) -> dict[str, Any]:
+    """Run the click protocol on the image already given to ``predictor.set_image``.
+
+    Returns ``{"clicks": [(x, y, positive)], "ious": [IoU after click k], "seconds": [per call]}``;
+    ``ious`` has one entry per click made (if the prediction becomes perfect, no more clicks are
+    possible and the last IoU stands for the rest).
+    """
+    from training.metrics import binary_iou
+
+    void = target == 255
+    pred = np.zeros(target.shape, dtype=bool)
+    prev = None
+    clicks: list[tuple[int, int, bool]] = []
+    ious: list[float] = []
+    seconds: list[float] = []
+    for _ in range(max_clicks):
+        click = next_click(pred, target, void)
+        if click is None:
+            break
+        clicks.append(click)
+        start = time.perf_counter()
+        prob = predictor.predict(points=list(clicks), box=None, prev_mask=prev)
+        seconds.append(time.perf_counter() - start)
+        prev = np.asarray(prob, dtype=np.float32)
+        pred = prev > THRESHOLD
+        ious.append(binary_iou(pred, target))
+        if early_stop and len(clicks) >= EARLY_STOP_MIN_CLICKS and ious[-1] >= EARLY_STOP_IOU:
+            break
+    return {"clicks": clicks, "ious": ious, "seconds": seconds}
+
+
+def _iou_after(ious: Sequence[float], k: int) -> float:
+    if not ious:
+        return 0.0
+    return float(ious[min(k, len(ious)) - 1])
+
+
+def _method_name(predictor: Any) -> str:
+    name = getattr(predictor, "name", None)
+    if name:
+        return str(name)
+    metadata = getattr(predictor, "metadata", None) or {}
+    return str(metadata.get("arch", type(predictor).__name__))
+
+
+def evaluate_prompt(predictor: Any, samples: Sequence[Any], max_clicks: int = DEFAULT_MAX_CLICKS,
+                    limit: int | None = None, progress: bool = False, early_stop: bool = True) -> dict[str, Any]:
+    """NoC@85/90, IoU after 1/3/5 clicks, box mIoU and seconds per click for a Predictor-like
+    object (``set_image(rgb)``, ``predict(points, box, prev_mask) -> HxW probabilities``)."""
+    from training.data import load_sample
+    from training.metrics import binary_iou
+
+    rows = []
+    click_seconds: list[float] = []
+    box_seconds: list[float] = []
+    image_seconds: list[float] = []
+    for sample in _progress(_limited(samples, limit), f"eval {_method_name(predictor)}", progress):
+        rgb, mask = load_sample(sample)
+        target = object_target(mask)
+        box = tight_box(target)
+        if box is None:  # no pet in this mask: nothing to click on
+            rows.append({"stem": sample.stem, "skipped": "no object pixels"})
+            continue
+        start = time.perf_counter()
+        predictor.set_image(rgb)
+        image_seconds.append(time.perf_counter() - start)
+        run = simulate_clicks(predictor, target, max_clicks, early_stop)
+        click_seconds += run["seconds"]
+        start = time.perf_counter()
+        box_prob = predictor.predict(points=[], box=box, prev_mask=None)
+        box_seconds.append(time.perf_counter() - start)
+        ious = run["ious"]
+        row = {
+            "stem": sample.stem,
+            "clicks": [list(c) for c in run["clicks"]],
+            "ious": [round(v, 6) for v in ious],
+            "box": list(box),
+            "box_iou": binary_iou(np.asarray(box_prob) > THRESHOLD, target),
+        }
+        for t in NOC_THRESHOLDS:
+            row[f"noc{round(t * 100)}"] = noc(ious, t, max_clicks)
+        for k in IOU_AT:
+            row[f"iou@{k}"] = _iou_after(ious, k)
+        rows.append(row)
+
+    done = [r for r in rows if "skipped" not in r]
+    result: dict[str, Any] = {
+        "task": "prompt",
+        "method": _method_name(predictor),
+        "images": len(done),
+        "skipped": len(rows) - len(done),
+        "max_clicks": max_clicks,
+        "threshold": THRESHOLD,
+    }
+    for t in NOC_THRESHOLDS:
+        key = f"noc{round(t * 100)}"
+        result[key] = _mean([r[key] for r in done])
+        result[f"nof{round(t * 100)}"] = sum(1 for r in done if not any(v >= t for v in r["ious"]))
+    for k in IOU_AT:
+        result[f"iou@{k}"] = _mean([r[f"iou@{k}"] for r in done])
+    result["box_miou"] = _mean([r["box_iou"] for r in done])
+    result["seconds_per_click"] = _mean(click_seconds)
+    result["seconds_per_box"] = _mean(box_seconds)
+    result["seconds_per_set_image"] = _mean(image_seconds)
+    result["clicks_made"] = len(click_seconds)
+    result["rows"] = rows
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Tables and the command line
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_semantic_table(result: dict[str, Any]) -> str:
+    lines = [f"{'class':<12} {'IoU':>7} {'Dice':>7} {'pix.acc':>8}"]
+    for name, values in result["per_class"].items():
+        lines.append(f"{name:<12} {_fmt(values['iou']):>7} {_fmt(values['dice']):>7} {_fmt(values['accuracy']):>8}")
+    lines.append(f"{'mean':<12} {_fmt(result['mean_iou']):>7} {_fmt(result['mean_dice']):>7} "
+                 f"{_fmt(result['pixel_accuracy']):>8}  (overall pixel accuracy)")
+    lines.append(f"{result['images']} images, {_fmt(result['seconds_per_image'])} s/image")
+    return "\n".join(lines)
+
+
+PROMPT_COLUMNS = (("NoC@85", "noc85", 2), ("NoC@90", "noc90", 2), ("IoU@1", "iou@1", 3), ("IoU@3", "iou@3", 3),
+                  ("IoU@5", "iou@5", 3), ("box mIoU", "box_miou", 3), ("s/click", "seconds_per_click", 3))
+
+
+def format_prompt_table(results: Sequence[dict[str, Any]]) -> str:
+    width = max([8] + [len(r["method"]) for r in results])
+    header = f"{'method':<{width}} " + " ".join(f"{title:>8}" for title, _, _ in PROMPT_COLUMNS)
+    lines = [header]
+    for r in results:
+        lines.append(f"{r['method']:<{width}} " + " ".join(f"{_fmt(r[key], d):>8}" for _, key, d in PROMPT_COLUMNS))
+    r = results[0]
+    lines.append(f"{r['images']} images, at most {r['max_clicks']} clicks, void ignored, mask = probability > 0.5")
+    return "\n".join(lines)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Evaluate a checkpoint through the app's inference API at original resolution: per-class "
+        "IoU/Dice/pixel accuracy for semantic models; NoC@85/90, IoU after 1/3/5 clicks, box mIoU "
+        "and s/click for prompt models (standard click protocol)."
+    )
+    parser.add_argument("--checkpoint", type=Path, help="a .safetensors checkpoint (optional with --baseline grabcut)")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (e.g. ../shared/pets)")
+    parser.add_argument("--split", default="Test", help="split to evaluate (default: Test)")
+    parser.add_argument("--json", type=Path, help="write the metrics and per-image rows to this JSON file")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
+    parser.add_argument("--baseline", choices=("grabcut",), help="also run OpenCV GrabCut on the same images and protocol")
+    parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _error(message: str) -> int:
+    print(f"petseg-train eval: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError, read_metadata
+    from petseg_desktop.inference import NoModelError
+    from training.data import find_samples
+
+    baseline = getattr(args, "baseline", None)
+    checkpoint = getattr(args, "checkpoint", None)
+    max_clicks = int(getattr(args, "max_clicks", DEFAULT_MAX_CLICKS) or DEFAULT_MAX_CLICKS)
+    limit = getattr(args, "limit", None)
+    progress = not getattr(args, "no_progress", False)
+    if checkpoint is None and baseline is None:
+        return _error("give --checkpoint, or --baseline grabcut")
+    if max_clicks < 1:
+        return _error("--max-clicks must be at least 1")
+    task = None
+    if checkpoint is not None:
+        try:
+            metadata = read_metadata(checkpoint)
+        except CheckpointError as error:
+            return _error(str(error))
+        task = metadata["task"]
+        if baseline and task != "prompt":
+            return _error(f"--baseline {baseline} compares interactive models; {Path(checkpoint).name} is a {task} model")
+    try:
+        samples = find_samples(args.data, args.split)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        return _error(str(error))
+    samples = [s for s in samples if getattr(s, "mask_path", True) is not None]
+    samples = _limited(samples, limit)
+    if not samples:
+        return _error(f"no images with masks in {args.data} (split {args.split})")
+
+    payload: dict[str, Any] = {
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "data": str(args.data),
+        "split": args.split,
+        "limit": limit,
+    }
+    if task == "semantic":
+        from petseg_desktop.inference import load_segmenter
+
+        try:
+            segmenter = load_segmenter(checkpoint, getattr(args, "device", None))
+        except (NoModelError, CheckpointError) as error:
+            return _error(str(error))
+        result = evaluate_semantic(segmenter, samples, progress=progress)
+        payload["model"] = result
+        print(f"{Path(checkpoint).name} ({metadata['arch']}, semantic) on {args.split}")
+        print(format_semantic_table(result))
+    else:
+        results = []
+        if task == "prompt":
+            from petseg_desktop.inference import load_predictor
+
+            try:
+                predictor = load_predictor(checkpoint, getattr(args, "device", None))
+            except (NoModelError, CheckpointError) as error:
+                return _error(str(error))
+            predictor.name = Path(checkpoint).stem
+            payload["model"] = evaluate_prompt(predictor, samples, max_clicks, progress=progress)
+            results.append(payload["model"])
+        if baseline == "grabcut":
+            from training.grabcut import GrabCutPredictor
+
+            payload["baseline"] = evaluate_prompt(GrabCutPredictor(), samples, max_clicks, progress=progress)
+            results.append(payload["baseline"])
+        title = f"{Path(checkpoint).name} ({metadata['arch']}, prompt)" if checkpoint else "GrabCut baseline"
+        print(f"{title} on {args.split}")
+        print(format_prompt_table(results))
+        if "model" in payload and "baseline" in payload:
+            model_noc, base_noc = payload["model"]["noc90"], payload["baseline"]["noc90"]
+            ratio = model_noc / base_noc if model_noc is not None and base_noc else None
+            payload["noc90_ratio"] = ratio
+            print(f"NoC@90 model / GrabCut = {_fmt(ratio, 2)}")
+    if getattr(args, "json", None):
+        _write_json(Path(args.json), payload)
+        print(f"wrote {args.json}")
+    return 0
