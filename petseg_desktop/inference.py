@@ -101,14 +101,16 @@ def _fit(array: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return letterbox(array, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _prev_to_model(prev: np.ndarray, box: Letterbox) -> torch.Tensor:
-    """A (crop of a) previous mask, letterboxed like the image: float32 SxS probabilities."""
+def _prev_to_model(prev: np.ndarray, size: int) -> torch.Tensor:
+    """A (crop of a) previous mask letterboxed to ``size``: SxS float32 probabilities."""
     if prev.dtype == np.bool_:
         prev = prev.view(np.uint8)
     elif not np.issubdtype(prev.dtype, np.floating):
         prev = (prev > 0).view(np.uint8)
+    elif prev.dtype not in (np.float32, np.float64):
+        prev = prev.astype(np.float32)
     # Linear sampling costs O(model pixels) even on a 24 MP mask; the mask channel is smooth anyway.
-    small, _ = letterbox(prev, box.size, interpolation=cv2.INTER_LINEAR)
+    small, _ = letterbox(prev, size, interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(np.clip(small, 0, 1, dtype=np.float32))
 
 
@@ -268,6 +270,8 @@ class Predictor:
         view = self._zoom_view(checked, box, prev_mask) or self._global
         x0, y0, x1, y1 = view.rect
         lb = view.box
+        # A zoom crop holds every positive click; negative clicks outside it fall where the output
+        # is background anyway (zero outside the crop), so they are left out.
         positives, negatives = [], []
         for x, y, positive in checked:
             if x0 <= x < x1 and y0 <= y < y1:
@@ -279,7 +283,7 @@ class Predictor:
             bx0, by0 = lb.to_model(max(box[0], x0) - x0 - 0.5, max(box[1], y0) - y0 - 0.5)
             bx1, by1 = lb.to_model(min(box[2], x1) - x0 - 0.5, min(box[3], y1) - y0 - 0.5)
             model_box = (bx0, by0, bx1, by1)
-        prev = None if prev_mask is None else _prev_to_model(prev_mask[y0:y1, x0:x1], lb)
+        prev = None if prev_mask is None else _prev_to_model(prev_mask[y0:y1, x0:x1], self.input_size)
         maps = render_prompt_maps(self.input_size, positives, negatives, box=model_box, prev_mask=prev)
         logits = self.model.decode(view.features, maps.unsqueeze(0).to(self.device))
         prob = torch.sigmoid(logits[0, 0].float()).cpu().numpy()
