@@ -290,7 +290,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="Test", help="split to evaluate (default: Test)")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image rows to this JSON file")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
-    parser.add_argument("--baseline", choices=("grabcut",), help="also run OpenCV GrabCut on the same images and protocol")
+    parser.add_argument("--baseline", choices=("grabcut",),
+                        help="also run OpenCV GrabCut on the same images and protocol")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -339,7 +340,8 @@ def run_eval(args: argparse.Namespace) -> int:
             return _error(str(error))
         task = metadata["task"]
         if baseline and task != "prompt":
-            return _error(f"--baseline {baseline} compares interactive models; {Path(checkpoint).name} is a {task} model")
+            name = Path(checkpoint).name
+            return _error(f"--baseline {baseline} compares interactive models; {name} is a {task} model")
     try:
         samples = find_samples(args.data, args.split)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:

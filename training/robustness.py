@@ -135,7 +135,10 @@ def _rng_for(seed: int, image_index: int, perturbation_index: int, level: int) -
     return np.random.default_rng([seed, image_index, perturbation_index, level])
 
 
-def study(runner: Any, samples: Sequence[Any], seed: int = 0, progress: bool = False) -> dict[tuple[str, int], tuple[float, float]]:
+Scores = dict[tuple[str, int], tuple[float, float]]
+
+
+def study(runner: Any, samples: Sequence[Any], seed: int = 0, progress: bool = False) -> Scores:
     """(perturbation, level index) -> (mean Dice, mean IoU) over ``samples``."""
     from training.data import load_sample
     from training.metrics import ConfusionMatrix
