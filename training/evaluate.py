@@ -53,9 +53,16 @@ def _progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable
     return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def _limited(samples: Sequence[Any], limit: int | None) -> list[Any]:
+def spread_subset(samples: Sequence[Any], limit: int | None) -> list[Any]:
+    """``limit`` samples spread evenly over ``samples`` (all of them when limit is None or <= 0).
+
+    Files are sorted by name, so the first N would all be one breed; an even spread covers them all.
+    """
     samples = list(samples)
-    return samples if limit is None or limit <= 0 else samples[:limit]
+    if limit is None or limit <= 0 or limit >= len(samples):
+        return samples
+    step = len(samples) / limit
+    return [samples[int(i * step)] for i in range(limit)]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -77,7 +84,7 @@ def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None 
     total = ConfusionMatrix(num_classes=len(class_names))
     rows = []
     seconds = 0.0
-    for sample in _progress(_limited(samples, limit), "eval", progress):
+    for sample in _progress(spread_subset(samples, limit), "eval", progress):
         rgb, mask = load_sample(sample)
         start = time.perf_counter()
         pred = segmenter.segment(rgb)
@@ -189,7 +196,7 @@ def evaluate_prompt(predictor: Any, samples: Sequence[Any], max_clicks: int = DE
     click_seconds: list[float] = []
     box_seconds: list[float] = []
     image_seconds: list[float] = []
-    for sample in _progress(_limited(samples, limit), f"eval {_method_name(predictor)}", progress):
+    for sample in _progress(spread_subset(samples, limit), f"eval {_method_name(predictor)}", progress):
         rgb, mask = load_sample(sample)
         target = object_target(mask)
         box = tight_box(target)
@@ -289,7 +296,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root (e.g. ../shared/pets)")
     parser.add_argument("--split", default="Test", help="split to evaluate (default: Test)")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image rows to this JSON file")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images (sorted by name)")
+    parser.add_argument("--limit", type=int, help="evaluate only N images, spread evenly over the (name-sorted) split")
     parser.add_argument("--baseline", choices=("grabcut",),
                         help="also run OpenCV GrabCut on the same images and protocol")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
@@ -347,7 +354,7 @@ def run_eval(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         return _error(str(error))
     samples = [s for s in samples if getattr(s, "mask_path", True) is not None]
-    samples = _limited(samples, limit)
+    samples = spread_subset(samples, limit)
     if not samples:
         return _error(f"no images with masks in {args.data} (split {args.split})")
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from training.evaluate import spread_subset
 from training.perturbations import LEVELS, PERTURBATIONS
 
 PROMPT_MODES = ("box", "clicks")
@@ -50,7 +51,7 @@ def add_robustness_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root (e.g. ../shared/pets)")
     parser.add_argument("--split", default="Test", help="split to use (default: Test)")
     parser.add_argument("--out", type=Path, help="output folder (default: robustness-<checkpoint name>)")
-    parser.add_argument("--limit", type=int, help="use only the first N images (sorted by name)")
+    parser.add_argument("--limit", type=int, help="use only N images, spread evenly over the (name-sorted) split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random perturbations (default: 0)")
     parser.add_argument("--prompt", choices=PROMPT_MODES, default="box",
                         help="prompt models: tight box of the pet (default) or 3 protocol clicks")
@@ -291,9 +292,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         return _error(str(error))
     samples = [s for s in samples if getattr(s, "mask_path", True) is not None]
-    limit = getattr(args, "limit", None)
-    if limit is not None and limit > 0:
-        samples = samples[:limit]
+    samples = spread_subset(samples, getattr(args, "limit", None))
     if not samples:
         return _error(f"no images with masks in {args.data} (split {args.split})")
     device = getattr(args, "device", None)
