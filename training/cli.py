@@ -55,7 +55,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         try:
             mod = __import__(module, fromlist=[adder])
             getattr(mod, adder)(p)
-        except (ImportError, AttributeError) as error:
+        except Exception as error:  # a broken or missing module must not break `fit`
             p.set_defaults(_unavailable=f"{name} is unavailable in this installation ({error})")
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         parsers[name] = p

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train the two models PetSeg ships: the interactive prompt U-Net and the semantic U-Net, both on
+# the ImageNet EfficientNet-Lite0 encoder, on Oxford-IIIT Pet TrainVal (Test is never used here).
+#
+#   training/recipes/train_default_models.sh            # starts in the background (nohup), returns
+#   tail -f runs/train_default_models.log               # follow it
+#   training/recipes/train_default_models.sh            # again after a crash/reboot: resumes both
+#
+# Sized for a 2-core AVX2 CPU (measured there: prompt_unet effnet_lite0 at 256 px, fp32 +
+# channels_last, ~0.26 s per training image with 3 click rounds -> ~5 min per epoch on 1,231
+# photos; the unet is a little cheaper): ~2.5 h + ~2 h. Each run stops early after 8 epochs
+# without a better validation score. Do NOT add --bf16 on such CPUs: without AVX512-BF16/AMX,
+# bfloat16 autocast is emulated and was 10-37x slower; on a CUDA GPU fp16 autocast is automatic
+# (raise --batch-size, --workers). Several GPUs/hosts: prefix with `torchrun --nproc_per_node N`
+# (--batch-size is per process).
+#
+# Environment: PETSEG_PETS (data root, default ../shared/pets), PETSEG_RUNS (default runs; the
+# app's model discovery scans it), OMP_NUM_THREADS (default 2).
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+DATA=${PETSEG_PETS:-../shared/pets}
+RUNS=${PETSEG_RUNS:-runs}
+TRAIN=${PETSEG_TRAIN:-.venv/bin/petseg-train}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+if [[ "${1:-}" != "--foreground" ]]; then
+    mkdir -p "$RUNS"
+    nohup "$0" --foreground >>"$RUNS/train_default_models.log" 2>&1 &
+    echo "training in the background (pid $!); log: $RUNS/train_default_models.log"
+    exit 0
+fi
+
+echo "=== $(date -Is) prompt_unet (effnet_lite0, 256 px)"
+# --resume: continues $RUNS/prompt_unet-effnet256 if it has a saved state, else starts it
+"$TRAIN" fit --arch prompt_unet --encoder effnet_lite0 --data "$DATA" \
+    --out "$RUNS/prompt_unet-effnet256" --resume \
+    --size 256 --epochs 30 --batch-size 8 --lr 5e-4 --warmup-epochs 1 --augment strong \
+    --clicks-rounds 3 --patience 8 --seed 0 --workers 1 --channels-last --no-progress
+
+echo "=== $(date -Is) unet (effnet_lite0, 256 px)"
+"$TRAIN" fit --arch unet --encoder effnet_lite0 --data "$DATA" \
+    --out "$RUNS/unet-effnet256" --resume \
+    --size 256 --epochs 30 --batch-size 8 --lr 5e-4 --warmup-epochs 1 --augment strong \
+    --loss ce_dice --class-weights auto --cat-boost 2 --patience 8 --seed 0 --workers 1 \
+    --channels-last --no-progress
+
+echo "=== $(date -Is) done: best.safetensors in $RUNS/prompt_unet-effnet256 and $RUNS/unet-effnet256"
