@@ -214,3 +214,16 @@ def test_missing_clip_weights_is_a_one_line_error(tiny_data, tmp_path, capsys):
 def test_bad_size_is_refused(tiny_data, tmp_path, capsys):
     assert main(["fit", "--arch", "unet", "--data", str(tiny_data), "--size", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_cli_wires_eval_and_robustness(tiny_data, tiny_semantic_checkpoint, tmp_path, monkeypatch):
+    import training.robustness
+
+    common = ["--checkpoint", str(tiny_semantic_checkpoint), "--data", str(tiny_data), "--split", "TrainVal",
+              "--limit", "1", "--no-progress"]
+    assert main(["eval", *common, "--json", str(tmp_path / "eval.json")]) == 0  # a real (1-image) run
+    assert (tmp_path / "eval.json").is_file()
+    seen = []
+    monkeypatch.setattr(training.robustness, "run_robustness", lambda args: seen.append(args) or 0)
+    assert main(["robustness", *common, "--out", str(tmp_path / "robust")]) == 0  # wiring only (F tests the study)
+    assert seen and seen[0].checkpoint == tiny_semantic_checkpoint

@@ -30,7 +30,6 @@ import random
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,7 +111,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
-RESUME_OVERRIDABLE = {"epochs", "workers", "device", "patience", "stop_after_epochs", "no_progress", "resume", "out", "data"}
+RESUME_OVERRIDABLE = {"epochs", "patience", "data"}
+# Options of one invocation only: never taken from the saved run.
+INVOCATION_ONLY = {"workers", "device", "stop_after_epochs", "no_progress", "resume", "out", "explicit_options", "argv"}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -664,14 +665,16 @@ def run_fit(args: argparse.Namespace) -> int:
         saved = resume_header["args"]
         changed = []
         for key, value in saved.items():
-            if key in RESUME_OVERRIDABLE and key in explicit:
+            if key in INVOCATION_ONLY or (key in RESUME_OVERRIDABLE and key in explicit):
                 continue
             if key in explicit and getattr(args, key, None) != value and key != "explicit_options":
                 changed.append(key)
             setattr(args, key, value)
         args.out = str(resume_dir)
-        if changed:
-            warnings.warn(f"--resume: keeping the run's saved {', '.join('--' + c.replace('_', '-') for c in changed)}")
+        if changed and os.environ.get("RANK", "0") == "0":
+            names = ", ".join("--" + c.replace("_", "-") for c in changed)
+            print(f"note: --resume keeps the run's saved {names} (only --epochs, --workers, --device, "
+                  "--patience, --stop-after-epochs, --data can change)", file=sys.stderr)
     _check_args(args)
     rt = setup_runtime(args.device)
     try:
@@ -965,7 +968,8 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
                 log(rt, f"early stop: no better val mIoU for {args.patience} epochs (best {best:.4f} at epoch {best_epoch})")
                 stop = True
                 break
-            if args.stop_after_epochs and epochs_this_run >= args.stop_after_epochs:
+            last_epoch = epoch + 1 == phase_epochs and phase_index == len(phases) - 1
+            if args.stop_after_epochs and epochs_this_run >= args.stop_after_epochs and not last_epoch:
                 log(rt, f"stopping after {epochs_this_run} epochs as asked; continue with --resume {out}")
                 stop = True
                 break
