@@ -8,7 +8,8 @@
 #
 # Sized for a 2-core AVX2 CPU (measured there: prompt_unet effnet_lite0 at 256 px, fp32 +
 # channels_last, ~0.26 s per training image with 3 click rounds -> ~5 min per epoch on 1,231
-# photos; the unet is a little cheaper): ~2.5 h + ~2 h. Each run stops early after 8 epochs
+# photos; the unet has no click rounds, its timing was not measured reliably on the shared
+# machine): budget ~2.5-3 h + ~2-3 h. Each run stops early after 8 epochs
 # without a better validation score. Do NOT add --bf16 on such CPUs: without AVX512-BF16/AMX,
 # bfloat16 autocast is emulated and was 10-37x slower; on a CUDA GPU fp16 autocast is automatic
 # (raise --batch-size, --workers). Several GPUs/hosts: prefix with `torchrun --nproc_per_node N`
