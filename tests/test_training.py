@@ -175,7 +175,7 @@ def test_resume_continues_exactly(arch, tiny_data, tmp_path):
     from safetensors.torch import load_file
 
     common = ["--arch", arch, "--epochs", "2", "--batch-size", "2", "--limit", "2", "--val-fraction", "0.25",
-              "--seed", "3", "--cat-boost", "2"]
+              "--seed", "3", "--cat-boost", "2", "--augment", "light"]  # (a later --augment wins)
     assert fit(tiny_data, tmp_path / "straight", *common) == 0
     assert fit(tiny_data, tmp_path / "split", *common, "--stop-after-epochs", "1") == 0
     assert len(read_log(tmp_path / "split")) == 1

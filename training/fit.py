@@ -111,9 +111,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
-RESUME_OVERRIDABLE = {"epochs", "patience", "data"}
+RESUME_OVERRIDABLE = {"epochs", "patience", "data", "workers"}  # workers: the augmentation seeds depend on it
 # Options of one invocation only: never taken from the saved run.
-INVOCATION_ONLY = {"workers", "device", "stop_after_epochs", "no_progress", "resume", "out", "explicit_options", "argv"}
+INVOCATION_ONLY = {"device", "stop_after_epochs", "no_progress", "resume", "out", "explicit_options", "argv"}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -740,7 +740,7 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
     if args.augment != "none":
         from training.augment import build_augmentation
 
-        augment = build_augmentation(args.augment)
+        augment = build_augmentation(args.augment, seed=args.seed)
     train_ds = SegmentationDataset(data.train, args.size, normalization, augment=augment)
     val = build_val_set(data.val, args.size, normalization, rt)
 
@@ -845,6 +845,10 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
                 generator=torch.Generator().manual_seed(args.seed * 100003 + epoch + 1000 * phase_index),
                 persistent_workers=False,
             )
+            if args.workers == 0 and hasattr(augment, "compose"):
+                # in-process augmentation: reseed per epoch so that --resume continues exactly
+                # (in workers, training.augment reseeds from the worker seed, itself per-epoch seeded)
+                augment.compose.set_random_seed((args.seed * 100003 + epoch + 1000 * phase_index) % 2**32)
             model.train()
             loss_sum, loss_n = 0.0, 0
             progress = loader
