@@ -74,6 +74,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints are shareable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -67,14 +67,19 @@ class CheckpointEntry:
     def task(self) -> str | None:
         return self.metadata["task"] if self.metadata else None
 
+    @property
+    def label(self) -> str:
+        """The file name, with its run folder for training output (runs all hold best.safetensors)."""
+        return f"{self.path.parent.name}/{self.path.name}" if self.source == TRAINING else self.path.name
+
     def describe(self) -> str:
         """A one-line description for menus and logs."""
         if self.error:
-            return f"{self.path.name} [{self.source}] unusable: {self.error}"
+            return f"{self.label} [{self.source}] unusable: {self.error}"
         meta = self.metadata or {}
         miou = (meta.get("metrics") or {}).get("miou")
         score = f", val mIoU {miou:.3f}" if isinstance(miou, (int, float)) else ""
-        return f"{self.path.name} [{self.source}] {meta['arch']} ({meta['task']}, {meta['input_size']} px{score})"
+        return f"{self.label} [{self.source}] {meta['arch']} ({meta['task']}, {meta['input_size']} px{score})"
 
 
 def inspect_checkpoint(path: Path, source: str) -> CheckpointEntry:

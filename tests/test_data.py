@@ -22,6 +22,7 @@ from training.data import (
     SegmentationDataset,
     detect_layout,
     find_samples,
+    load_labels,
     load_sample,
     sample_weights,
     train_val_split,
@@ -133,6 +134,7 @@ def test_oxford_layout_uses_split_lists_species_and_trimaps(oxford_root: Path) -
     assert [s.stem for s in find_samples(oxford_root, "Test")] == ["pug_9"]
     rgb, labels = load_sample(next(s for s in train if s.stem == "beagle_1"))
     np.testing.assert_array_equal(labels, _blob(20, 30, 2, 0, 255))  # pet -> dog, background -> 0, border -> void
+    np.testing.assert_array_equal(load_labels(next(s for s in train if s.stem == "beagle_1")), labels)
     _, labels = load_sample(next(s for s in train if s.stem == "mystery_1"))
     assert set(np.unique(labels)) == {0, 1, 255}  # list.txt says cat despite the lower-case name
     with pytest.raises(ValueError, match="no split list"):

@@ -200,26 +200,35 @@ def _trimap_to_labels(trimap: np.ndarray, sample: Sample) -> np.ndarray:
     return labels
 
 
+def load_labels(sample: Sample) -> np.ndarray:
+    """Read the sample's mask as labels (0 bg, 1 cat, 2 dog, 255 void), converting Oxford trimaps.
+
+    Raises ValueError naming the file when the mask is missing or holds values that are not labels.
+    """
+    if sample.mask_path is None:
+        raise ValueError(f"{sample.image_path.name}: no mask found for this image")
+    mask = load_mask(sample.mask_path)
+    if sample.mask_format == "trimap":
+        return _trimap_to_labels(mask, sample)
+    bad = np.setdiff1d(np.unique(mask), LABEL_VALUES)
+    if bad.size:
+        raise ValueError(f"{sample.mask_path.name}: mask values {bad.tolist()[:5]} are not labels (0, 1, 2, 255)")
+    return mask
+
+
 def load_sample(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """Read ``(rgb HxWx3 uint8, mask HxW uint8)``; mask values are 0 bg, 1 cat, 2 dog, 255 void.
 
     Raises ValueError (ImageLoadError for unreadable files) naming the file when the mask is
     missing, unreadable, of another size than the photo, or holds values that are not labels.
     """
-    if sample.mask_path is None:
-        raise ValueError(f"{sample.image_path.name}: no mask found for this image")
+    mask = load_labels(sample)
     rgb = load_rgb(sample.image_path)
-    mask = load_mask(sample.mask_path)
     if mask.shape != rgb.shape[:2]:
         raise ValueError(
             f"{sample.mask_path.name}: mask is {mask.shape[1]}x{mask.shape[0]} but "
             f"{sample.image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}"
         )
-    if sample.mask_format == "trimap":
-        return rgb, _trimap_to_labels(mask, sample)
-    bad = np.setdiff1d(np.unique(mask), LABEL_VALUES)
-    if bad.size:
-        raise ValueError(f"{sample.mask_path.name}: mask values {bad.tolist()[:5]} are not labels (0, 1, 2, 255)")
     return rgb, mask
 
 

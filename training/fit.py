@@ -314,11 +314,11 @@ def prepare_samples(args: argparse.Namespace) -> Data:
 
 
 def pixel_class_counts(samples) -> list[int]:
-    from training.data import load_sample
+    from training.data import load_labels
 
     counts = np.zeros(3, dtype=np.int64)
     for s in samples:
-        _, mask = load_sample(s)
+        mask = load_labels(s)
         counts += np.bincount(mask[mask != VOID].ravel(), minlength=3)[:3]
     return counts.tolist()
 
@@ -476,16 +476,15 @@ class ValSet:
 
 
 def build_val_set(samples, size: int, normalization, rt: Runtime) -> ValSet:
-    from training.data import SegmentationDataset
+    from training.data import SegmentationDataset, load_labels
     from training.geometry import letterbox_params
-    from training.images import load_mask
 
     dataset = SegmentationDataset(samples, size, normalization, augment=None)
     indices = list(range(rt.rank, len(samples), rt.world))
     masks: list = [None] * len(samples)
     boxes: list = [None] * len(samples)
     for i in indices:
-        masks[i] = load_mask(samples[i].mask_path)
+        masks[i] = load_labels(samples[i])
         boxes[i] = letterbox_params(masks[i].shape[0], masks[i].shape[1], size)
     return ValSet(dataset, masks, boxes, indices)
 
