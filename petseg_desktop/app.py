@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    # The canvas draws with the raster engine. Qt's GLX integration would load Mesa's LLVM, which
+    # clashes with the LLVM inside triton (imported by CUDA builds of torch): a segfault on X11.
+    os.environ.setdefault("QT_XCB_GL_INTEGRATION", "none")
     from PyQt5.QtCore import Qt
     from PyQt5.QtWidgets import QApplication
 
