@@ -123,8 +123,8 @@ class _View:
     features: Any
 
 
-class Predictor:
-    """Interactive segmentation of one image at a time with a prompt model (clicks, box, mask)."""
+class _LoadedModel:
+    """A model in eval mode with what feeding it needs: device, input size, normalisation."""
 
     def __init__(self, model: nn.Module, metadata: dict[str, Any], device: torch.device) -> None:
         self.model = model
@@ -132,6 +132,13 @@ class Predictor:
         self.device = device
         self.input_size = int(metadata["input_size"])
         self._normalization = metadata["normalization"]
+
+
+class Predictor(_LoadedModel):
+    """Interactive segmentation of one image at a time with a prompt model (clicks, box, mask)."""
+
+    def __init__(self, model: nn.Module, metadata: dict[str, Any], device: torch.device) -> None:
+        super().__init__(model, metadata, device)
         self._image: np.ndarray | None = None
         self._global: _View | None = None
         self._crop: _View | None = None
@@ -296,15 +303,8 @@ class Predictor:
         return out
 
 
-class Segmenter:
+class Segmenter(_LoadedModel):
     """Whole-image semantic segmentation into background (0), cat (1) and dog (2)."""
-
-    def __init__(self, model: nn.Module, metadata: dict[str, Any], device: torch.device) -> None:
-        self.model = model
-        self.metadata = metadata
-        self.device = device
-        self.input_size = int(metadata["input_size"])
-        self._normalization = metadata["normalization"]
 
     @torch.inference_mode()
     def _small_probabilities(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
