@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_ENV := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 
-.PHONY: run test test-slow bench package clean
+.PHONY: run test bench package clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q
-
-test-slow: $(STAMP)
-	$(TEST_ENV) PETSEG_SLOW=1 $(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_inference.py
