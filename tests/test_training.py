@@ -195,6 +195,17 @@ def test_bare_resume_without_state_starts_fresh(tiny_data, tmp_path):
     assert len(read_log(out)) == 1
 
 
+def test_damaged_resume_state_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert fit(tiny_data, out, "--arch", "unet", "--epochs", "2", "--limit", "2", "--stop-after-epochs", "1") == 0
+    state = out / ".last.state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])  # truncated, as by a full disk
+    capsys.readouterr()
+    assert main(["fit", "--resume", str(out), "--data", str(tiny_data), "--arch", "unet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unreadable resume state" in err
+
+
 def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     code = main(["fit", "--arch", "unet", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()

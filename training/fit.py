@@ -22,7 +22,6 @@ import contextlib
 import csv
 import inspect
 import io
-import json
 import math
 import os
 import platform
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from training.train_state import read_train_state, restore_optimizer, save_train_state, set_rng_state
 
 ARCHS = ("unet", "autoencoder", "clip", "clip_unet", "prompt_unet")
 CLIP_ARCHS = ("clip", "clip_unet")
@@ -357,90 +358,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-# --------------------------------------------------------------------------- resume state
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors["rng.numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    py_version, py_state, py_gauss = random.getstate()
-    meta = {
-        "numpy": [kind, int(pos), int(has_gauss), float(cached)],
-        "python": [py_version, list(py_state), py_gauss],
-    }
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
-    if cuda and torch.cuda.is_available():
-        for key in cuda:
-            index = int(key.rsplit(".", 1)[1])
-            if index < torch.cuda.device_count():
-                torch.cuda.set_rng_state(tensors[key], index)
-    kind, pos, has_gauss, cached = meta["numpy"]
-    keys = tensors["rng.numpy.keys"].numpy().astype(np.uint32)
-    np.random.set_state((kind, keys, pos, has_gauss, cached))
-    py_version, py_state, py_gauss = meta["python"]
-    random.setstate((py_version, tuple(py_state), py_gauss))
-
-
-def save_train_state(path: Path, optimizer: torch.optim.Optimizer, scaler, info: dict[str, Any]) -> None:
-    """Optimizer tensors + RNG tensors in a safetensors file; scalars/JSON in its metadata."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    opt = optimizer.state_dict()
-    for pid, state in opt["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    rng_tensors, rng_meta = _rng_state()
-    tensors.update(rng_tensors)
-    header = {
-        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng_meta,
-        **info,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"petseg_train_state": json.dumps(header)})
-    os.replace(tmp, path)
-
-
-def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = json.loads((f.metadata() or {})["petseg_train_state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as error:
-        raise FitError(f"{path}: unreadable resume state ({_one_line(error)})") from None
-    return tensors, header
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:
-    saved = header["optimizer"]
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for pid, values in saved["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-
-
 # --------------------------------------------------------------------------- steps
 
 
@@ -660,7 +577,10 @@ def run_fit(args: argparse.Namespace) -> int:
     resume_dir = _resolve_resume(args)
     resume_tensors, resume_header = None, None
     if resume_dir is not None:
-        resume_tensors, resume_header = read_train_state(resume_dir / STATE_NAME)
+        try:
+            resume_tensors, resume_header = read_train_state(resume_dir / STATE_NAME)
+        except ValueError as error:
+            raise FitError(str(error)) from None
         saved = resume_header["args"]
         changed = []
         for key, value in saved.items():
@@ -827,7 +747,7 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
             restore_optimizer(optimizer, resume_tensors, resume_header)
             if use_scaler and resume_header.get("scaler"):
                 scaler.load_state_dict(resume_header["scaler"])
-            _set_rng_state(resume_tensors, resume_header["rng"])
+            set_rng_state(resume_tensors, resume_header["rng"])
             first_epoch = start_epoch
             if phase_epochs != resume_header.get("phase_epochs", phase_epochs):
                 log(rt, f"note: {phase} now runs {phase_epochs} epochs (was {resume_header['phase_epochs']}); "
