@@ -115,17 +115,17 @@ class Canvas(QGraphicsView):
         return self._image_size != (0, 0)
 
     def set_objects(self, labels: np.ndarray | None) -> None:
-        if labels is None or not labels.any():
-            self._objects_item.setPixmap(QPixmap())
-        else:
-            self._objects_item.setPixmap(QPixmap.fromImage(rgba_to_qimage(labels_rgba(labels))))
-        self._apply_opacity()
+        self._show_overlay(self._objects_item, labels, labels_rgba)
 
     def set_current_mask(self, mask: np.ndarray | None) -> None:
-        if mask is None or not mask.any():
-            self._current_item.setPixmap(QPixmap())
+        self._show_overlay(self._current_item, mask, mask_rgba)
+
+    def _show_overlay(self, item, array: np.ndarray | None, to_rgba) -> None:
+        """Show ``array`` (coloured by ``to_rgba``) in ``item``; an empty or missing one clears it."""
+        if array is None or not array.any():
+            item.setPixmap(QPixmap())
         else:
-            self._current_item.setPixmap(QPixmap.fromImage(rgba_to_qimage(mask_rgba(mask))))
+            item.setPixmap(QPixmap.fromImage(rgba_to_qimage(to_rgba(array))))
         self._apply_opacity()
 
     def set_prompts(self, points, box) -> None:
