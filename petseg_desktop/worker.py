@@ -29,15 +29,6 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def default_device() -> str:
-    try:
-        from petseg_desktop.inference import pick_device
-
-        return str(pick_device())
-    except Exception:  # noqa: BLE001 - inference module missing or broken: fall back to the CPU
-        return "cpu"
-
-
 class InferenceWorker(QObject):
     """Owns the prompt predictor and the semantic segmenter; see the module docstring."""
 
@@ -141,7 +132,7 @@ class InferenceWorker(QObject):
         from petseg_desktop import inference
 
         if self._device is None:
-            self._device = default_device()
+            self._device = str(inference.pick_device())
         try:
             if task == PROMPT:
                 model = inference.load_predictor(path, device=self._device)
