@@ -138,13 +138,15 @@ class _Coco:
             ):
                 raise ValueError(f"{path.name}: cannot add to this file, it is not a COCO JSON")
         self.names = {image["file_name"] for image in self.doc["images"]}
+        self._next_image_id = max((image["id"] for image in self.doc["images"]), default=0) + 1
+        self._next_annotation_id = max((a["id"] for a in self.doc["annotations"]), default=0) + 1
 
     def add(self, name: str, labels: np.ndarray) -> None:
         images, annotations = self.doc["images"], self.doc["annotations"]
-        image_id = max((image["id"] for image in images), default=0) + 1
+        image_id = self._next_image_id
+        self._next_image_id += 1
         h, w = labels.shape
         images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-        next_id = max((a["id"] for a in annotations), default=0) + 1
         for category in (1, 2):
             mask = labels == category
             if not mask.any():
@@ -153,7 +155,7 @@ class _Coco:
             x, y = int(cols[0]), int(rows[0])
             annotations.append(
                 {
-                    "id": next_id,
+                    "id": self._next_annotation_id,
                     "image_id": image_id,
                     "category_id": category,
                     "segmentation": rle_encode(mask),
@@ -162,7 +164,7 @@ class _Coco:
                     "iscrowd": 0,
                 }
             )
-            next_id += 1
+            self._next_annotation_id += 1
         self.names.add(name)
 
     def save(self) -> None:
