@@ -8,8 +8,6 @@ registry and tells the app what the model is: task, classes, input size and norm
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.files import atomic_path
 from models.registry import build_model, get_architecture
 
 FORMAT_VERSION = 1
@@ -67,18 +66,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict[str, Any]
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; checkpoints are shareable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 

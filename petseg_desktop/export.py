@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from models.files import atomic_path
 from training.images import IMAGE_SUFFIXES, MASK_PALETTE, load_rgb, save_png_atomic
 
 FORMATS = ("png", "color", "coco")
@@ -111,14 +110,8 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
 
 def _write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class _Coco:

@@ -310,19 +310,11 @@ def _error(message: str) -> int:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    import os
-    import tempfile
+    from models.files import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -39,7 +39,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from training.train_state import read_train_state, restore_optimizer, save_train_state, set_rng_state
+from models.files import atomic_path
+from training.train_state import (
+    read_train_state,
+    restore_optimizer,
+    save_train_state,
+    set_rng_state,
+)
 
 ARCHS = ("unet", "autoencoder", "clip", "clip_unet", "prompt_unet")
 CLIP_ARCHS = ("clip", "clip_unet")
@@ -481,13 +487,11 @@ def validate_prompt(model, val: ValSet, criterion, args, rt: Runtime) -> dict[st
 
 
 def write_log(out: Path, history: list[dict[str, Any]]) -> None:
-    tmp = out / ".log.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out / "log.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_FIELDS})
-    os.replace(tmp, out / "log.csv")
 
 
 def write_curves(out: Path, history: list[dict[str, Any]]) -> None:
@@ -520,9 +524,8 @@ def write_curves(out: Path, history: list[dict[str, Any]]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    tmp = out / ".curves.png.tmp"
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out / "curves.png")
+    with atomic_path(out / "curves.png") as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def hardware_summary(rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:

@@ -6,14 +6,14 @@ to decode safely) becomes an :class:`ImageLoadError` whose message is one line n
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from models.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -143,16 +143,8 @@ def save_png_atomic(path: str | Path, array: np.ndarray, palette: Sequence[int] 
     image = Image.fromarray(np.ascontiguousarray(array))
     if palette is not None:
         image.putpalette(list(palette))  # an "L" image becomes "P" with the same indices
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}-{secrets.token_hex(8)}.png.tmp")
-    file = open(tmp, "xb")  # unlike mkstemp's 0600, gets the permissions any new file gets
-    try:
-        with file:
-            image.save(file, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

@@ -7,13 +7,14 @@ everything JSON-able (epoch, step, best score, history) go into its metadata.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from models.files import atomic_path
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -69,10 +70,8 @@ def save_train_state(path: Path, optimizer: torch.optim.Optimizer, scaler, info:
         "rng": rng_meta,
         **info,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"petseg_train_state": json.dumps(header)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"petseg_train_state": json.dumps(header)})
 
 
 def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
