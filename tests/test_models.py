@@ -211,6 +211,26 @@ def test_effnet_weights_map_in_order_onto_timm_and_classify_pets(pet_photos: lis
     assert 151 <= top[1] <= 268, "a dog photo should be an ImageNet dog breed"
 
 
+@pytest.mark.parametrize("depth, size", [(5, 64), (3, 72), (5, 97)])
+def test_plain_effnet_matches_timm_layout_and_outputs(depth: int, size: int) -> None:
+    """models.effnet_lite is timm's tf_efficientnet_lite0 (features_only) without timm: same keys, same maps."""
+    import timm
+
+    reference = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=tuple(range(depth))
+    ).eval()
+    ours = EfficientNetLite0Encoder(depth=depth).model.eval()
+    load_imagenet_weights(reference)
+    reference_state = reference.state_dict()
+    ours.load_state_dict({k: reference_state[k] for k in ours.state_dict()})  # every key exists in timm's
+    x = torch.rand(2, 3, size, size) * 2 - 1  # odd sizes exercise the asymmetric "same" padding
+    with torch.no_grad():
+        expected, actual = reference(x), ours(x)
+    assert [f.shape for f in actual] == [f.shape for f in expected]
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5)
+
+
 def test_pretrained_effnet_encoder_differs_from_random_init() -> None:
     torch.manual_seed(0)
     model = build_model("unet", {"base": 8, "encoder": "effnet_lite0"}).eval()
