@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 U2NETP := $(VENV)/share/petseg/u2netp.onnx
 TEST_ENV := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 
-.PHONY: run test bench package clean
+.PHONY: run test test-package bench package package-cuda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,25 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_inference.py
 
-package: $(STAMP)
-	$(BIN)/pyinstaller --noconfirm pyinstaller.spec
+# The CPU app bundle (dist/petseg/) from its own venv: CPU-only torch, no training packages.
+PACKAGE_VENV := .venv-package
+PACKAGE_STAMP := $(PACKAGE_VENV)/.installed
+
+$(PACKAGE_STAMP): requirements-package.txt
+	$(PYTHON) -m venv $(PACKAGE_VENV)
+	$(PACKAGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-package.txt
+	touch $(PACKAGE_STAMP)
+
+package: $(PACKAGE_STAMP)
+	$(PACKAGE_VENV)/bin/pyinstaller --noconfirm --log-level WARN pyinstaller.spec
+
+# Build the bundle, then run its smoke test (tests/test_package.py) against it.
+test-package: package $(STAMP)
+	PETSEG_SLOW=1 PETSEG_PACKAGE_DIR=dist/petseg $(TEST_ENV) $(BIN)/python -m pytest -q tests/test_package.py
+
+# The same bundle with the dev venv's CUDA torch (runs on CPU too; several GB): dist-cuda/petseg/.
+package-cuda: $(STAMP)
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist-cuda --workpath build-cuda pyinstaller.spec
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(PACKAGE_VENV) build dist build-cuda dist-cuda *.egg-info

@@ -5,17 +5,62 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+STARTUP_CHECK_TIMEOUT_S = 120
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petseg", description="Annotate pet photos: background / cat / dog masks.")
     parser.add_argument("path", nargs="?", help="an image or a folder of images to open")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    parser.add_argument(
+        "--startup-check", action="store_true",
+        help="open the window, wait until the default models are loaded, print the startup time and "
+        "close again (exit 1 if a model failed): checks an installation or a packaged build",
+    )
     return parser
 
 
+def close_when_models_ready(window, started: float) -> list[str]:
+    """Close ``window`` once every selected model has loaded or failed, printing the time taken.
+
+    Returns the list that collects the failures (filled while the event loop runs).
+    """
+    from PyQt5.QtCore import QTimer
+
+    from petseg_desktop.worker import PROMPT, SEMANTIC
+
+    pending = {task for task in (PROMPT, SEMANTIC) if window.models.selected(task)}
+    failures = [] if pending else ["no model found"]
+
+    def finish() -> None:
+        if not window.isVisible():
+            return  # already finished (the time-out fired late)
+        loaded = [Path(path).name for path, *_ in map(window.models.loaded_info, (PROMPT, SEMANTIC)) if path]
+        print(f"petseg startup check: window and models ready in {time.perf_counter() - started:.2f} s; "
+              f"loaded: {', '.join(loaded) or 'none'}; {'; '.join(failures) or 'ok'}", flush=True)
+        window.close()
+
+    def done(task: str, reason: str | None = None) -> None:
+        if reason:
+            failures.append(f"{task} model failed: {reason}")
+        pending.discard(task)
+        if not pending:
+            QTimer.singleShot(0, finish)
+
+    window.worker.modelLoaded.connect(lambda task, *_: done(task))
+    window.worker.modelFailed.connect(lambda task, _path, reason: done(task, reason))
+    if not pending:
+        QTimer.singleShot(0, finish)
+    QTimer.singleShot(STARTUP_CHECK_TIMEOUT_S * 1000, lambda: (failures.append("timed out"), finish()))
+    return failures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     # The canvas draws with the raster engine. Qt's GLX integration would load Mesa's LLVM, which
     # clashes with the LLVM inside triton (imported by CUDA builds of torch): a segfault on X11.
@@ -36,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
     if args.path:
         window.open_path(args.path)
-    return app.exec_()
+    failures = close_when_models_ready(window, started) if args.startup_check else []
+    code = app.exec_()
+    return 1 if failures else code
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from models.files import atomic_path
+from models.registry import SEMANTIC
 from training.images import IMAGE_SUFFIXES, MASK_PALETTE, load_rgb, save_png_atomic
 
 FORMATS = ("png", "color", "coco")
@@ -268,15 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``petseg-export``: 0 when every photo succeeded, 1 when any failed, 130 when interrupted."""
     from tqdm import tqdm
 
-    from petseg_desktop.inference import NoModelError, load_segmenter
+    from petseg_desktop.inference import NoModelError, find_checkpoint, load_segmenter
 
     args = build_parser().parse_args(argv)
     try:
         paths = expand_inputs(args.input)
-        segmenter = load_segmenter(args.checkpoint, args.device)
+        checkpoint = args.checkpoint or find_checkpoint(SEMANTIC)
+        segmenter = load_segmenter(checkpoint, args.device)
     except (FileNotFoundError, NoModelError) as error:
         print(f"petseg-export: {error}", file=sys.stderr)
         return 2
+    print(f"petseg-export: {len(paths)} photos, model {checkpoint} on {segmenter.device}", file=sys.stderr)
 
     cancel = threading.Event()
 

@@ -596,3 +596,18 @@ def test_undo_after_a_late_result_needs_no_model_run(qtbot, window, photos):
     key(qtbot, w, "Ctrl+Z")
     assert not w.editor.busy() and w.editor.doc.prompts.points == [(50, 60, True)]
     assert w.worker.runs["predict"] == runs + 2
+
+
+def test_startup_check_opens_the_window_with_the_bundled_models_and_exits(tmp_path) -> None:
+    """`petseg --startup-check` (what the packaging smoke test runs) in a fresh user profile."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("PETSEG_CHECKPOINTS", None)
+    run = subprocess.run([sys.executable, "-m", "petseg_desktop.app", "--startup-check"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+    assert "petseg-prompt-effnet256.safetensors" in run.stdout and "petseg-unet-effnet256.safetensors" in run.stdout
+    assert run.stdout.rstrip().endswith("ok")
