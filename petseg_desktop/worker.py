@@ -18,15 +18,12 @@ from typing import Any
 import numpy as np
 from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
+from models.errors import one_line
+
 PROMPT, SEMANTIC = "prompt", "semantic"
 # Order in which pending requests are served: models first, then the image, then the user's
 # interactive prediction, then the (slower, once per image) semantic pass.
 _ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment")
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 class InferenceWorker(QObject):
@@ -113,7 +110,7 @@ class InferenceWorker(QObject):
                 except Exception as error:  # noqa: BLE001 - every failure becomes a signal
                     traceback.print_exc()
                     what = key[0] if isinstance(key, tuple) else key
-                    self.failed.emit(what, _one_line(error))
+                    self.failed.emit(what, one_line(error))
                 taken = self._take()
         finally:
             self.busyChanged.emit(False)
@@ -139,7 +136,7 @@ class InferenceWorker(QObject):
             else:
                 model = inference.load_segmenter(path, device=self._device)
         except Exception as error:  # noqa: BLE001 - CheckpointError, NoModelError, CUDA errors...
-            self.modelFailed.emit(task, path, _one_line(error))
+            self.modelFailed.emit(task, path, one_line(error))
             return
         self.runs["load"] += 1
         metadata = getattr(model, "metadata", {}) or {}

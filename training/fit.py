@@ -18,18 +18,14 @@ NCCL on CUDA, gloo on CPU; ``--batch-size`` is per process; only rank 0 writes).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import inspect
-import io
 import math
 import os
-import platform
 import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,25 +35,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.files import atomic_path
+from models.errors import one_line
+from training.run_log import RunLog
+from training.runtime import (
+    Runtime,
+    autocast_context,
+    batch_to_device,
+    cpu_has_fast_bf16,
+    hardware_summary,
+    setup_runtime,
+)
 from training.train_state import (
     read_train_state,
     restore_optimizer,
     save_train_state,
     set_rng_state,
 )
+from training.validation import VOID, ValSet, build_val_set, validate_prompt, validate_semantic
 
 ARCHS = ("unet", "autoencoder", "clip", "clip_unet", "prompt_unet")
 CLIP_ARCHS = ("clip", "clip_unet")
-CLASS_NAMES = ("background", "cat", "dog")
-VOID = 255
 STATE_NAME = ".last.state.safetensors"
-PLOT_INTERVAL = 60.0  # seconds between curve plots during a run (always plotted at its end)
-LOG_FIELDS = (
-    "epoch", "phase", "train_loss", "val_loss", "val_miou",
-    "iou_background", "iou_cat", "iou_dog", "iou_1click", "iou_3click",
-    "lr", "seconds", "world_size", "train_steps",
-)
 
 
 class FitError(Exception):
@@ -123,56 +121,6 @@ RESUME_OVERRIDABLE = {"epochs", "patience", "data", "workers"}  # workers: the a
 INVOCATION_ONLY = {"device", "stop_after_epochs", "no_progress", "resume", "out", "explicit_options", "argv"}
 
 
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class Runtime:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-    distributed: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_runtime(device_arg: str) -> Runtime:
-    """Detect torchrun (WORLD_SIZE/RANK/LOCAL_RANK), pick the device, init the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_arg)
-        if device.type == "cuda" and device.index is None and world > 1:
-            device = torch.device(f"cuda:{local_rank}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise FitError(f"--device {device_arg}: CUDA is not available here")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    distributed = world > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Runtime(rank, world, local_rank, device, distributed)
-
-
-def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
-    if not rt.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=rt.device if rt.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return t.cpu().tolist()
-
-
-def log(rt: Runtime, message: str) -> None:
-    if rt.main:
-        print(message, file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------- model
 
 
@@ -215,21 +163,18 @@ def load_pretrained(model: nn.Module, args: argparse.Namespace, rt: Runtime) -> 
         try:
             model.load_pretrained(source)
         except Exception as error:  # the model's own message says what is missing and how to fix it
-            raise FitError(_one_line(error)) from None
+            raise FitError(one_line(error)) from None
         return source
     if getattr(args, "encoder", "scratch") == "effnet_lite0" and args.arch in ("unet", "prompt_unet"):
         if hasattr(model, "load_pretrained"):
             try:
                 model.load_pretrained(None)
             except Exception as error:
-                raise FitError(_one_line(error)) from None
+                raise FitError(one_line(error)) from None
             return "effnet_lite0 imagenet"
     return "none"
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.split())
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -285,7 +230,7 @@ def prepare_samples(args: argparse.Namespace) -> Data:
         layout = detect_layout(root)
         samples = find_samples(root, "TrainVal")
     except ValueError as error:
-        raise FitError(_one_line(error)) from None
+        raise FitError(one_line(error)) from None
     labelled = [s for s in samples if s.mask_path is not None]
     if not labelled:
         raise FitError(f"--data {args.data}: no labelled photos found")
@@ -364,193 +309,7 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-# --------------------------------------------------------------------------- steps
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # older or unusual builds
-        return False
-
-
-def autocast_context(device: torch.device, args: argparse.Namespace):
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if device.type == "cuda" and not args.no_amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def _to_device(batch: dict, device: torch.device, channels_last: bool):
-    images = batch["image"].to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, batch["mask"].to(device, non_blocking=True)
-
-
-@dataclass
-class ValSet:
-    dataset: Any
-    masks: list[np.ndarray]  # original-resolution label masks
-    boxes: list[Any]  # Letterbox per image
-    indices: list[int]  # this rank's share
-
-
-def build_val_set(samples, size: int, normalization, rt: Runtime) -> ValSet:
-    from training.data import SegmentationDataset, load_labels
-    from training.geometry import letterbox_params
-
-    dataset = SegmentationDataset(samples, size, normalization, augment=None)
-    indices = list(range(rt.rank, len(samples), rt.world))
-    masks: list = [None] * len(samples)
-    boxes: list = [None] * len(samples)
-    for i in indices:
-        masks[i] = load_labels(samples[i])
-        boxes[i] = letterbox_params(masks[i].shape[0], masks[i].shape[1], size)
-    return ValSet(dataset, masks, boxes, indices)
-
-
-def _val_batches(val: ValSet, batch_size: int):
-    subset = torch.utils.data.Subset(val.dataset, val.indices)
-    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
-
-
-@torch.no_grad()
-def validate_semantic(model, val: ValSet, criterion, args, rt: Runtime) -> dict[str, Any]:
-    from training.geometry import unletterbox
-
-    model.eval()
-    matrix = np.zeros((3, 3), dtype=np.int64)
-    loss_sum, batches = 0.0, 0
-    for batch in _val_batches(val, args.batch_size):
-        images, masks = _to_device(batch, rt.device, args.channels_last)
-        with autocast_context(rt.device, args):
-            logits = model(images)
-        loss_sum += float(criterion(logits.float(), masks))
-        batches += 1
-        logits_np = logits.float().permute(0, 2, 3, 1).cpu().numpy()
-        for k, index in enumerate(batch["index"].tolist()):
-            target = val.masks[index]
-            pred = unletterbox(np.ascontiguousarray(logits_np[k]), val.boxes[index]).argmax(-1)
-            valid = target != VOID
-            matrix += np.bincount(target[valid].astype(np.int64) * 3 + pred[valid], minlength=9).reshape(3, 3)
-    reduced = all_reduce_sum([loss_sum, batches, *matrix.ravel().tolist()], rt)
-    loss_sum, batches = reduced[0], reduced[1]
-    matrix = np.asarray(reduced[2:], dtype=np.float64).reshape(3, 3)
-    tp = np.diag(matrix)
-    union = matrix.sum(0) + matrix.sum(1) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    present = ~np.isnan(iou)
-    miou = float(iou[present].mean()) if present.any() else 0.0
-    return {
-        "val_loss": loss_sum / max(batches, 1),
-        "miou": miou,
-        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, iou)},
-    }
-
-
-@torch.no_grad()
-def validate_prompt(model, val: ValSet, criterion, args, rt: Runtime) -> dict[str, Any]:
-    from training.geometry import unletterbox
-    from training.prompt_training import binary_target, simulate_eval_clicks
-
-    model.eval()
-    sums = np.zeros(3)  # iou after 1 click, after 3 clicks, images
-    loss_sum, batches = 0.0, 0
-    for batch in _val_batches(val, args.batch_size):
-        images, masks = _to_device(batch, rt.device, args.channels_last)
-        with autocast_context(rt.device, args):
-            probs = simulate_eval_clicks(model, images, masks, clicks=3)
-        eps = 1e-6
-        p3 = probs[2].clamp(eps, 1 - eps)
-        loss_sum += float(criterion(torch.log(p3 / (1 - p3)), binary_target(masks).cpu()))
-        batches += 1
-        for k, index in enumerate(batch["index"].tolist()):
-            target = val.masks[index]
-            valid = target != VOID
-            obj = (target == 1) | (target == 2)
-            for slot, click_probs in ((0, probs[0]), (1, probs[2])):
-                pred = unletterbox(click_probs[k].numpy(), val.boxes[index]) > 0.5
-                inter = np.count_nonzero(pred & obj & valid)
-                union = np.count_nonzero((pred | obj) & valid)
-                sums[slot] += inter / union if union else 1.0
-            sums[2] += 1
-    reduced = all_reduce_sum([loss_sum, batches, *sums.tolist()], rt)
-    n = max(reduced[4], 1)
-    iou1, iou3 = reduced[2] / n, reduced[3] / n
-    return {"val_loss": reduced[0] / max(reduced[1], 1), "miou": iou3, "iou_1click": iou1, "iou_3click": iou3}
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def write_log(out: Path, history: list[dict[str, Any]]) -> None:
-    with atomic_path(out / "log.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_FIELDS})
-
-
-def write_curves(out: Path, history: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = list(range(1, len(history) + 1))
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
-    for phase in sorted({r["phase"] for r in history}):
-        xs = [i for i, r in zip(epochs, history) if r["phase"] == phase]
-        rows = [r for r in history if r["phase"] == phase]
-        ax_loss.plot(xs, [r["train_loss"] for r in rows], marker="o", label=f"train ({phase})")
-        vl = [(x, r["val_loss"]) for x, r in zip(xs, rows) if r.get("val_loss") is not None]
-        if vl:
-            ax_loss.plot(*zip(*vl), marker="s", label=f"val ({phase})")
-    for key, label in (("val_miou", "val mIoU"), ("iou_background", "background"), ("iou_cat", "cat"),
-                       ("iou_dog", "dog"), ("iou_1click", "IoU @1 click"), ("iou_3click", "IoU @3 clicks")):
-        pts = [(x, r[key]) for x, r in zip(epochs, history) if r.get(key) not in (None, "")]
-        if pts:
-            ax_iou.plot(*zip(*pts), marker=".", label=label)
-    ax_loss.set(xlabel="epoch (all phases)", ylabel="loss", title="loss")
-    ax_iou.set(xlabel="epoch (all phases)", ylabel="IoU", title="validation IoU", ylim=(0, 1))
-    for ax in (ax_loss, ax_iou):
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_path(out / "curves.png") as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-def hardware_summary(rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
-    info = {
-        "device": str(rt.device),
-        "world_size": rt.world,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "precision": "bf16" if args.bf16 else ("fp16" if rt.device.type == "cuda" and not args.no_amp else "fp32"),
-        "channels_last": bool(args.channels_last),
-    }
-    if rt.device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(rt.device)
-    return info
-
-
-# --------------------------------------------------------------------------- main loop
-
-
-def _default_out(arch: str) -> Path:
-    return Path("runs") / f"{arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+# --------------------------------------------------------------------------- command
 
 
 def _resolve_resume(args: argparse.Namespace) -> Path | None:
@@ -607,6 +366,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """FitError for option values (and a CUDA --device) that cannot work."""
     if args.size <= 0 or args.size % 32:
         raise FitError(f"--size {args.size}: must be a positive multiple of 32")
     if args.epochs < 1 or args.batch_size < 1:
@@ -622,36 +382,117 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.encoder != "scratch" and args.arch not in ("unet", "prompt_unet"):
         raise FitError(f"--encoder {args.encoder} is only for unet and prompt_unet")
+    if args.device != "auto" and torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise FitError(f"--device {args.device}: CUDA is not available here")
 
 
-def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> int:
-    from models.checkpoint import make_metadata, save_checkpoint
-    from models.registry import build_model, get_architecture
-    from training.data import SegmentationDataset, sample_weights
-    from training.losses import build_loss, class_weights_from_counts
-    from training.prompt_training import PromptTrainingStep
+# --------------------------------------------------------------------------- the training loop
+
+
+@dataclass
+class Run:
+    """What every epoch of one ``fit`` invocation shares; built once by :func:`_build_run`."""
+
+    args: argparse.Namespace
+    rt: Runtime
+    task: str  # the architecture's task: "semantic" or "prompt"
+    out: Path
+    data: Data
+    config: dict[str, Any]
+    model: nn.Module
+    pretrained: str
+    augment: Any  # training.augment's pipeline, or None
+    train_ds: torch.utils.data.Dataset
+    val: ValSet
+    class_weights: list[float] | None
+    criterion: nn.Module
+    sampler: torch.utils.data.Sampler
+    steps_per_epoch: int
+    drop_last: bool
+    phases: list[tuple[str, int]]  # (name, epochs): the autoencoder's reconstruction, then segmentation
+    started: float  # time.time() when this invocation started
+    prior_seconds: float  # time spent by the invocations this one resumes
+    hardware: dict[str, Any]
+    command: str
+
+
+@dataclass
+class Progress:
+    """The run's record so far: saved in the resume state, advanced by every epoch."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one log row per epoch
+    best: float = -1.0  # best validation mIoU
+    best_epoch: int = 0  # its epoch within the segmentation phase
+    start_phase: int = 0  # where this invocation starts: a phase index...
+    start_epoch: int = 0  # ...and the epochs already done in that phase
+    epochs_this_run: int = 0
+
+    @classmethod
+    def saved(cls, header: dict[str, Any]) -> Progress:
+        """The progress recorded in a resume state's header."""
+        return cls(header["history"], header["best"], header["best_epoch"],
+                   start_phase=header["phase_index"], start_epoch=header["phase_epoch"])
+
+    def record(self, row: dict[str, Any], metrics: dict[str, Any], epoch: int) -> bool:
+        """Add an epoch's log row; True when its validation mIoU is the best so far."""
+        self.history.append(row)
+        improved = row["phase"] == "segmentation" and metrics["miou"] > self.best
+        if improved:
+            self.best, self.best_epoch = metrics["miou"], epoch + 1
+        self.epochs_this_run += 1
+        return improved
+
+
+@dataclass
+class Phase:
+    """One phase ready to train: the module a step calls (DDP-wrapped under torchrun), the
+    parameters it trains, a fresh AdamW and GradScaler, and the learning-rate schedule's length."""
+
+    name: str
+    index: int
+    epochs: int
+    step_module: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    warmup_steps: int
+
+
+def _fit(args: argparse.Namespace, rt: Runtime, started: float, resume_tensors: dict[str, torch.Tensor] | None,
+         resume_header: dict[str, Any] | None) -> int:
+    """Build the run, then train its phases epoch by epoch (from the resume state when given)."""
+    run = _build_run(args, rt, started, resume_header)
+    progress = Progress() if resume_header is None else Progress.saved(resume_header)
+    if resume_header is not None and not _load_saved_weights(run, progress):
+        return 0
+    _announce(run)
+    run_log = RunLog(run.out)
+    for index in range(progress.start_phase, len(run.phases)):
+        resuming = resume_header is not None and index == progress.start_phase
+        phase, first_epoch = _start_phase(run, index, (resume_tensors, resume_header) if resuming else None)
+        if _train_phase(run, phase, first_epoch, progress, run_log):
+            break
+    if rt.main:
+        run_log.finish(progress.history)
+    rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
+    return 0
+
+
+def _build_run(args: argparse.Namespace, rt: Runtime, started: float, resume_header: dict[str, Any] | None) -> Run:
+    """Seed, then find the photos and build the model, datasets, loss and sampler (in this order:
+    the model's initial weights come from the seeded RNG)."""
+    from models.registry import get_architecture
+    from training.data import SegmentationDataset
+    from training.losses import build_loss
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
     task = get_architecture(args.arch).task
     data = prepare_samples(args)
-    out = Path(args.out) if args.out else _default_out(args.arch)
-    if rt.distributed:  # all ranks must agree on the default out folder's time stamp
-        holder = [str(out)]
-        dist.broadcast_object_list(holder, src=0)
-        out = Path(holder[0])
-    args.out = str(out)
-
-    config = model_config(args)
-    try:
-        model = build_model(args.arch, config)
-    except FitError:
-        raise
-    except Exception as error:
-        raise FitError(f"cannot build {args.arch} with {config}: {_one_line(error)}") from None
-    pretrained = load_pretrained(model, args, rt) if resume_header is None else resume_header.get("pretrained", "none")
-    normalization = model.normalization
+    out = _output_folder(args, rt)
+    config, model, pretrained = _build_model(args, rt, resume_header)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
     model.to(rt.device)
@@ -663,247 +504,319 @@ def _fit(args, rt: Runtime, started: float, resume_tensors, resume_header) -> in
         from training.augment import build_augmentation
 
         augment = build_augmentation(args.augment, seed=args.seed)
-    train_ds = SegmentationDataset(data.train, args.size, normalization, augment=augment)
-    val = build_val_set(data.val, args.size, normalization, rt)
-
-    class_weights = None
-    if task == "semantic" and args.class_weights == "auto":
-        if resume_header is not None and resume_header.get("class_weights"):
-            class_weights = resume_header["class_weights"]
-        else:
-            class_weights = class_weights_from_counts(pixel_class_counts(data.train))
-        log(rt, f"class weights (background, cat, dog): {[round(w, 3) for w in class_weights]}")
+    train_ds = SegmentationDataset(data.train, args.size, model.normalization, augment=augment)
+    val = build_val_set(data.val, args.size, model.normalization, rt)
+    class_weights = _class_weights(args, task, data, rt, resume_header)
     criterion = build_loss(args.loss, task, class_weights).to(rt.device)
+    sampler = _train_sampler(args, rt, data, train_ds)
+    drop_last = len(sampler) >= args.batch_size
+    steps_per_epoch = max(1, len(sampler) // args.batch_size) if drop_last else 1
+    phases = [("reconstruction", args.ae_epochs)] if args.arch == "autoencoder" and args.ae_epochs > 0 else []
+    phases.append(("segmentation", args.epochs))
+    return Run(
+        args, rt, task, out, data, config, model, pretrained, augment, train_ds, val, class_weights, criterion,
+        sampler, steps_per_epoch, drop_last, phases, started,
+        prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
+        hardware=hardware_summary(rt, args),
+        command=" ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv),
+    )
+
+
+def _output_folder(args: argparse.Namespace, rt: Runtime) -> Path:
+    """--out, or ``runs/<arch>-<YYYYmmdd-HHMMSS>`` with one time stamp for all ranks; kept in args.out."""
+    out = Path(args.out) if args.out else Path("runs") / f"{args.arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if rt.distributed:
+        holder = [str(out)]
+        dist.broadcast_object_list(holder, src=0)
+        out = Path(holder[0])
+    args.out = str(out)
+    return out
+
+
+def _build_model(args: argparse.Namespace, rt: Runtime,
+                 resume_header: dict[str, Any] | None) -> tuple[dict[str, Any], nn.Module, str]:
+    """The builder config, the model with any pretrained weights, and where those came from."""
+    from models.registry import build_model
+
+    config = model_config(args)
+    try:
+        model = build_model(args.arch, config)
+    except FitError:
+        raise
+    except Exception as error:
+        raise FitError(f"cannot build {args.arch} with {config}: {one_line(error)}") from None
+    pretrained = load_pretrained(model, args, rt) if resume_header is None else resume_header.get("pretrained", "none")
+    return config, model, pretrained
+
+
+def _class_weights(args: argparse.Namespace, task: str, data: Data, rt: Runtime,
+                   resume_header: dict[str, Any] | None) -> list[float] | None:
+    """``--class-weights auto``: the saved run's weights, or new ones from the training masks."""
+    from training.losses import class_weights_from_counts
+
+    if task != "semantic" or args.class_weights != "auto":
+        return None
+    if resume_header is not None and resume_header.get("class_weights"):
+        weights = resume_header["class_weights"]
+    else:
+        weights = class_weights_from_counts(pixel_class_counts(data.train))
+    rt.log(f"class weights (background, cat, dog): {[round(w, 3) for w in weights]}")
+    return weights
+
+
+def _train_sampler(args: argparse.Namespace, rt: Runtime, data: Data,
+                   train_ds: torch.utils.data.Dataset) -> torch.utils.data.Sampler:
+    """This rank's share of the training photos each epoch (cats oversampled with --cat-boost)."""
+    from training.data import sample_weights
 
     if args.cat_boost != 1.0:
-        sampler = WeightedDistributedSampler(sample_weights(data.train, args.cat_boost), rt.world, rt.rank, args.seed)
-    else:
-        sampler = torch.utils.data.DistributedSampler(
-            train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=args.seed, drop_last=False
-        )
-    steps_per_epoch = max(1, len(sampler) // args.batch_size) if len(sampler) >= args.batch_size else 1
-    drop_last = len(sampler) >= args.batch_size
+        return WeightedDistributedSampler(sample_weights(data.train, args.cat_boost), rt.world, rt.rank, args.seed)
+    return torch.utils.data.DistributedSampler(
+        train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=args.seed, drop_last=False
+    )
 
-    phases: list[tuple[str, int]] = []
-    if args.arch == "autoencoder" and args.ae_epochs > 0:
-        phases.append(("reconstruction", args.ae_epochs))
-    phases.append(("segmentation", args.epochs))
 
-    history: list[dict[str, Any]] = []
-    best = -1.0
-    best_epoch = 0
-    start_phase, start_epoch = 0, 0  # phase index, epochs done in it
-    if resume_header is not None:
-        history = resume_header["history"]
-        best, best_epoch = resume_header["best"], resume_header["best_epoch"]
-        start_phase, start_epoch = resume_header["phase_index"], resume_header["phase_epoch"]
-        from safetensors.torch import load_file
+def _load_saved_weights(run: Run, progress: Progress) -> bool:
+    """Resuming: load the run's last weights; False (said on stderr) when it has already finished."""
+    from safetensors.torch import load_file
 
-        weights = load_file(str(out / "last.safetensors"), device="cpu")
-        model.load_state_dict(weights)
-        phase_name, phase_total = phases[start_phase]
-        done = start_phase == len(phases) - 1 and start_epoch >= phase_total
-        stopped = phase_name == "segmentation" and args.patience and start_epoch - best_epoch >= args.patience
-        if done or stopped:
-            log(rt, f"{out}: this run already finished ({'early stop' if stopped else 'all epochs'}); "
-                    f"best val mIoU {best:.4f} at epoch {best_epoch}")
-            return 0
-        log(rt, f"resuming {out} at {phase_name} epoch {start_epoch + 1}")
+    run.model.load_state_dict(load_file(str(run.out / "last.safetensors"), device="cpu"))
+    phase_name, phase_total = run.phases[progress.start_phase]
+    done = progress.start_phase == len(run.phases) - 1 and progress.start_epoch >= phase_total
+    patience = run.args.patience
+    stopped = phase_name == "segmentation" and patience and progress.start_epoch - progress.best_epoch >= patience
+    if done or stopped:
+        run.rt.log(f"{run.out}: this run already finished ({'early stop' if stopped else 'all epochs'}); "
+                   f"best val mIoU {progress.best:.4f} at epoch {progress.best_epoch}")
+        return False
+    run.rt.log(f"resuming {run.out} at {phase_name} epoch {progress.start_epoch + 1}")
+    return True
 
-    hardware = hardware_summary(rt, args)
-    prior_seconds = float((resume_header or {}).get("seconds", 0.0))
-    command = " ".join(shlex.quote(a) for a in getattr(args, "argv", None) or sys.argv)
-    log(rt, f"{args.arch} {config}: {data.summary['train_images']} train / {data.summary['val_images']} val "
-            f"photos at {args.size} px on {hardware['device']} x{rt.world} ({hardware['precision']}); writing {out}")
-    use_scaler = rt.device.type == "cuda" and not args.no_amp and not args.bf16
+
+def _announce(run: Run) -> None:
+    """Say what is trained on what, and warn when --bf16 would be emulated on this CPU."""
+    args, rt = run.args, run.rt
+    rt.log(f"{args.arch} {run.config}: {run.data.summary['train_images']} train / {run.data.summary['val_images']} "
+           f"val photos at {args.size} px on {run.hardware['device']} x{rt.world} ({run.hardware['precision']}); "
+           f"writing {run.out}")
     if args.bf16 and rt.device.type == "cpu" and not cpu_has_fast_bf16():
-        log(rt, f"WARNING: --bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
-                "(AVX512-BF16/AMX); bf16 autocast is emulated and MUCH slower (measured 10-37x on AVX2). "
-                "Use --channels-last alone.")
-    epochs_this_run = 0
-    stop = False
-    last_plot, plotted = time.time(), 0
+        rt.log(f"WARNING: --bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
+               "(AVX512-BF16/AMX); bf16 autocast is emulated and MUCH slower (measured 10-37x on AVX2). "
+               "Use --channels-last alone.")
 
-    for phase_index in range(start_phase, len(phases)):
-        phase, phase_epochs = phases[phase_index]
-        configure_phase(model, args.arch, phase, config)
-        if task == "prompt":
-            step_module: nn.Module = PromptTrainingStep(model)
-        elif phase == "reconstruction":
-            step_module = _Reconstruct(model)
-        else:
-            step_module = model
-        params = trainable_parameters(model)
-        wrapped = step_module
+
+def _start_phase(run: Run, index: int,
+                 resume: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> tuple[Phase, int]:
+    """Phase ``index`` ready to train, and its first epoch. With ``resume`` (the saved state's
+    tensors and header) the optimizer, scaler and RNGs continue exactly where the saved run stopped."""
+    from training.prompt_training import PromptTrainingStep
+
+    args, rt, model = run.args, run.rt, run.model
+    name, epochs = run.phases[index]
+    configure_phase(model, args.arch, name, run.config)
+    if run.task == "prompt":
+        step_module: nn.Module = PromptTrainingStep(model)
+    elif name == "reconstruction":
+        step_module = _Reconstruct(model)
+    else:
+        step_module = model
+    params = trainable_parameters(model)
+    if rt.distributed:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+    use_scaler = rt.device.type == "cuda" and not args.no_amp and not args.bf16
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    total_steps = run.steps_per_epoch * epochs
+    warmup_steps = min(int(round(args.warmup_epochs * run.steps_per_epoch)), total_steps // 2)
+    phase = Phase(name, index, epochs, step_module, params, optimizer, scaler, total_steps, warmup_steps)
+    if resume is None:
+        return phase, 0
+    tensors, header = resume
+    restore_optimizer(optimizer, tensors, header)
+    if use_scaler and header.get("scaler"):
+        scaler.load_state_dict(header["scaler"])
+    set_rng_state(tensors, header["rng"])
+    if epochs != header.get("phase_epochs", epochs):
+        rt.log(f"note: {name} now runs {epochs} epochs (was {header['phase_epochs']}); "
+               "the cosine schedule is stretched from here on")
+    return phase, header["phase_epoch"]
+
+
+def _train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, run_log: RunLog) -> bool:
+    """Train, validate and save each epoch of ``phase`` from ``first_epoch``; True when the run
+    stops before its end (early stop or --stop-after-epochs)."""
+    rt = run.rt
+    for epoch in range(first_epoch, phase.epochs):
+        t0 = time.time()
+        train_loss, train_steps, lr = _train_epoch(run, phase, epoch)
+        row: dict[str, Any] = {
+            "epoch": len(progress.history) + 1, "phase": phase.name, "train_loss": round(train_loss, 6),
+            "lr": lr, "world_size": rt.world, "train_steps": train_steps,
+        }
+        metrics = _validate(run, row) if phase.name == "segmentation" else {}
+        row["seconds"] = round(time.time() - t0, 2)
+        improved = progress.record(row, metrics, epoch)
+        if rt.main:
+            _save_epoch(run, phase, epoch, metrics, improved, progress)
+            run_log.update(progress.history)
+            rt.log(_epoch_summary(run, phase, epoch, train_loss, metrics) + f" [{row['seconds']:.1f} s]")
         if rt.distributed:
-            wrapped = nn.parallel.DistributedDataParallel(
-                step_module,
-                device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                
-            )
-        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        total_steps = steps_per_epoch * phase_epochs
-        warmup_steps = min(int(round(args.warmup_epochs * steps_per_epoch)), total_steps // 2)
-        first_epoch = 0
-        if resume_header is not None and phase_index == start_phase:
-            restore_optimizer(optimizer, resume_tensors, resume_header)
-            if use_scaler and resume_header.get("scaler"):
-                scaler.load_state_dict(resume_header["scaler"])
-            set_rng_state(resume_tensors, resume_header["rng"])
-            first_epoch = start_epoch
-            if phase_epochs != resume_header.get("phase_epochs", phase_epochs):
-                log(rt, f"note: {phase} now runs {phase_epochs} epochs (was {resume_header['phase_epochs']}); "
-                        "the cosine schedule is stretched from here on")
-        if first_epoch >= phase_epochs:
-            continue
+            dist.barrier()
+        reason = _stop_reason(run, phase, epoch, progress)
+        if reason:
+            rt.log(reason)
+            return True
+    return False
 
-        for epoch in range(first_epoch, phase_epochs):
-            t0 = time.time()
-            sampler.set_epoch(epoch + 1000 * phase_index)
-            loader = torch.utils.data.DataLoader(
-                train_ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                drop_last=drop_last, pin_memory=rt.device.type == "cuda",
-                generator=torch.Generator().manual_seed(args.seed * 100003 + epoch + 1000 * phase_index),
-                persistent_workers=False,
-            )
-            if args.workers == 0 and hasattr(augment, "compose"):
-                # in-process augmentation: reseed per epoch so that --resume continues exactly
-                # (in workers, training.augment reseeds from the worker seed, itself per-epoch seeded)
-                augment.compose.set_random_seed((args.seed * 100003 + epoch + 1000 * phase_index) % 2**32)
-            model.train()
-            loss_sum, loss_n = 0.0, 0
-            progress = loader
-            if rt.main and not args.no_progress:
-                from tqdm import tqdm
 
-                progress = tqdm(loader, desc=f"{phase[:5]} {epoch + 1}/{phase_epochs}", leave=False,
-                                dynamic_ncols=True, file=sys.stderr)
-            for i, batch in enumerate(progress):
-                step = epoch * steps_per_epoch + i
-                lr = lr_at(step, total_steps, warmup_steps, args.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images, masks = _to_device(batch, rt.device, args.channels_last)
-                with autocast_context(rt.device, args):
-                    if task == "prompt":
-                        rounds = random.randint(0, max(0, args.clicks_rounds))
-                        seed = int(np.random.randint(2**31 - 1))
-                        logits, target = wrapped(images, masks, rounds, seed)
-                        loss = criterion(logits, target)
-                    elif phase == "reconstruction":
-                        recon = wrapped(images)
-                        loss = nn.functional.mse_loss(recon.float(), images.float())
-                    else:
-                        loss = criterion(wrapped(images), masks)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if args.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FitError(f"training diverged (loss {value}) at {phase} epoch {epoch + 1}; lower --lr")
-                loss_sum += value
-                loss_n += 1
-                if progress is not loader:
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            if progress is not loader:
-                progress.close()
-            train_loss_sum, train_n = all_reduce_sum([loss_sum, loss_n], rt)
-            train_loss = train_loss_sum / max(train_n, 1)
+def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]:
+    """One pass over this rank's training photos; returns the mean loss and the step count over
+    all ranks, and the last learning rate."""
+    args, rt = run.args, run.rt
+    epoch_seed = args.seed * 100003 + epoch + 1000 * phase.index
+    run.sampler.set_epoch(epoch + 1000 * phase.index)
+    loader = torch.utils.data.DataLoader(
+        run.train_ds, batch_size=args.batch_size, sampler=run.sampler, num_workers=args.workers,
+        drop_last=run.drop_last, pin_memory=rt.device.type == "cuda",
+        generator=torch.Generator().manual_seed(epoch_seed), persistent_workers=False,
+    )
+    if args.workers == 0 and hasattr(run.augment, "compose"):
+        # in-process augmentation: reseed per epoch so that --resume continues exactly
+        # (in workers, training.augment reseeds from the worker seed, itself per-epoch seeded)
+        run.augment.compose.set_random_seed(epoch_seed % 2**32)
+    run.model.train()
+    loss_sum, steps = 0.0, 0
+    batches, bar = loader, None
+    if rt.main and not args.no_progress:
+        from tqdm import tqdm
 
-            row: dict[str, Any] = {
-                "epoch": len(history) + 1, "phase": phase, "train_loss": round(train_loss, 6),
-                "lr": lr, "world_size": rt.world, "train_steps": int(train_n),
-            }
-            metrics: dict[str, Any] = {}
-            if phase == "segmentation":
-                if task == "prompt":
-                    metrics = validate_prompt(model, val, criterion, args, rt)
-                    row.update(iou_1click=round(metrics["iou_1click"], 5), iou_3click=round(metrics["iou_3click"], 5))
-                else:
-                    metrics = validate_semantic(model, val, criterion, args, rt)
-                    for name, value in metrics["per_class_iou"].items():
-                        row[f"iou_{name}"] = None if value is None else round(value, 5)
-                row.update(val_loss=round(metrics["val_loss"], 6), val_miou=round(metrics["miou"], 5))
-            row["seconds"] = round(time.time() - t0, 2)
-            history.append(row)
-            improved = phase == "segmentation" and metrics["miou"] > best
-            if improved:
-                best, best_epoch = metrics["miou"], epoch + 1
-            epochs_this_run += 1
+        batches = bar = tqdm(loader, desc=f"{phase.name[:5]} {epoch + 1}/{phase.epochs}", leave=False,
+                             dynamic_ncols=True, file=sys.stderr)
+    for i, batch in enumerate(batches):
+        lr = lr_at(epoch * run.steps_per_epoch + i, phase.total_steps, phase.warmup_steps, args.lr)
+        for group in phase.optimizer.param_groups:
+            group["lr"] = lr
+        images, masks = batch_to_device(batch, rt.device, args.channels_last)
+        with autocast_context(rt.device, args):
+            loss = _batch_loss(run, phase, images, masks)
+        phase.optimizer.zero_grad(set_to_none=True)
+        phase.scaler.scale(loss).backward()
+        if args.grad_clip > 0:
+            phase.scaler.unscale_(phase.optimizer)
+            torch.nn.utils.clip_grad_norm_(phase.params, args.grad_clip)
+        phase.scaler.step(phase.optimizer)
+        phase.scaler.update()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FitError(f"training diverged (loss {value}) at {phase.name} epoch {epoch + 1}; lower --lr")
+        loss_sum += value
+        steps += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+    if bar is not None:
+        bar.close()
+    loss_sum, steps = rt.all_reduce_sum([loss_sum, steps])
+    return loss_sum / max(steps, 1), int(steps), lr
 
-            if rt.main:
-                meta_metrics = {k: v for k, v in metrics.items() if k != "val_loss"}
-                meta_metrics["val_loss"] = metrics.get("val_loss")
-                metadata = make_metadata(
-                    args.arch, config, args.size, normalization,
-                    training={
-                        **data.summary,
-                        "phase": phase,
-                        "epoch": epoch + 1,
-                        "epochs": phase_epochs,
-                        "ae_epochs": args.ae_epochs if args.arch == "autoencoder" else None,
-                        "total_epochs_done": len(history),
-                        "best_epoch": best_epoch,
-                        "loss": "bce_dice" if task == "prompt" else args.loss,
-                        "class_weights": class_weights,
-                        "cat_boost": args.cat_boost,
-                        "augment": args.augment,
-                        "batch_size": args.batch_size,
-                        "lr": args.lr,
-                        "seed": args.seed,
-                        "clicks_rounds": args.clicks_rounds if task == "prompt" else None,
-                        "pretrained": pretrained,
-                        "encoder": config.get("encoder"),
-                    },
-                    metrics=meta_metrics,
-                    command=command,
-                    seconds=round(time.time() - started + prior_seconds, 1),
-                    hardware=hardware,
-                )
-                save_checkpoint(out / "last.safetensors", model, metadata)
-                if improved:
-                    save_checkpoint(out / "best.safetensors", model, metadata)
-                info = {
-                    "args": {k: v for k, v in vars(args).items() if k not in ("explicit_options", "argv", "func")},
-                    "history": history, "best": best, "best_epoch": best_epoch,
-                    "phase_index": phase_index, "phase_epoch": epoch + 1, "phase_epochs": phase_epochs,
-                    "global_step": (epoch + 1) * steps_per_epoch, "class_weights": class_weights,
-                    "pretrained": pretrained, "seconds": metadata["seconds"], "world_size": rt.world,
-                }
-                save_train_state(out / STATE_NAME, optimizer, scaler, info)
-                write_log(out, history)
-                if time.time() - last_plot > PLOT_INTERVAL:  # matplotlib costs ~0.5 s a plot
-                    write_curves(out, history)
-                    last_plot = time.time()
-                    plotted = len(history)
-                summary = f"{phase} epoch {epoch + 1}/{phase_epochs}: train loss {train_loss:.4f}"
-                if metrics:
-                    summary += f", val loss {metrics['val_loss']:.4f}, val mIoU {metrics['miou']:.4f}"
-                    if task == "prompt":
-                        summary += f" (IoU @1 click {metrics['iou_1click']:.4f})"
-                log(rt, summary + f" [{row['seconds']:.1f} s]")
-            if rt.distributed:
-                dist.barrier()
 
-            if phase == "segmentation" and args.patience and epoch + 1 - best_epoch >= args.patience:
-                log(rt, f"early stop: no better val mIoU for {args.patience} epochs (best {best:.4f} at epoch {best_epoch})")
-                stop = True
-                break
-            last_epoch = epoch + 1 == phase_epochs and phase_index == len(phases) - 1
-            if args.stop_after_epochs and epochs_this_run >= args.stop_after_epochs and not last_epoch:
-                log(rt, f"stopping after {epochs_this_run} epochs as asked; continue with --resume {out}")
-                stop = True
-                break
-        if stop:
-            break
-        resume_header = None  # later phases start fresh
+def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The phase's loss on one batch (the prompt model draws its click rounds and seed here)."""
+    if run.task == "prompt":
+        rounds = random.randint(0, max(0, run.args.clicks_rounds))
+        seed = int(np.random.randint(2**31 - 1))
+        logits, target = phase.step_module(images, masks, rounds, seed)
+        return run.criterion(logits, target)
+    if phase.name == "reconstruction":
+        recon = phase.step_module(images)
+        return nn.functional.mse_loss(recon.float(), images.float())
+    return run.criterion(phase.step_module(images), masks)
 
-    if rt.main and history and plotted != len(history):
-        write_curves(out, history)
-    log(rt, f"done: best val mIoU {best:.4f} (epoch {best_epoch}); checkpoints in {out}")
-    return 0
+
+def _validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's validation metrics; their log columns go into ``row``."""
+    if run.task == "prompt":
+        metrics = validate_prompt(run.model, run.val, run.criterion, run.args, run.rt)
+        row.update(iou_1click=round(metrics["iou_1click"], 5), iou_3click=round(metrics["iou_3click"], 5))
+    else:
+        metrics = validate_semantic(run.model, run.val, run.criterion, run.args, run.rt)
+        for name, value in metrics["per_class_iou"].items():
+            row[f"iou_{name}"] = None if value is None else round(value, 5)
+    row.update(val_loss=round(metrics["val_loss"], 6), val_miou=round(metrics["miou"], 5))
+    return metrics
+
+
+def _save_epoch(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], improved: bool,
+                progress: Progress) -> None:
+    """Rank 0: ``last.safetensors`` (and ``best.safetensors`` when ``improved``), then the resume state."""
+    from models.checkpoint import make_metadata, save_checkpoint
+
+    args = run.args
+    meta_metrics = {k: v for k, v in metrics.items() if k != "val_loss"}
+    meta_metrics["val_loss"] = metrics.get("val_loss")
+    metadata = make_metadata(
+        args.arch, run.config, args.size, run.model.normalization,
+        training=_training_metadata(run, phase, epoch, progress),
+        metrics=meta_metrics,
+        command=run.command,
+        seconds=round(time.time() - run.started + run.prior_seconds, 1),
+        hardware=run.hardware,
+    )
+    save_checkpoint(run.out / "last.safetensors", run.model, metadata)
+    if improved:
+        save_checkpoint(run.out / "best.safetensors", run.model, metadata)
+    info = {
+        "args": {k: v for k, v in vars(args).items() if k not in ("explicit_options", "argv", "func")},
+        "history": progress.history, "best": progress.best, "best_epoch": progress.best_epoch,
+        "phase_index": phase.index, "phase_epoch": epoch + 1, "phase_epochs": phase.epochs,
+        "global_step": (epoch + 1) * run.steps_per_epoch, "class_weights": run.class_weights,
+        "pretrained": run.pretrained, "seconds": metadata["seconds"], "world_size": run.rt.world,
+    }
+    save_train_state(run.out / STATE_NAME, phase.optimizer, phase.scaler, info)
+
+
+def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -> dict[str, Any]:
+    """The checkpoint metadata's ``training`` section: data, phase, epoch and the options that matter."""
+    args, prompt = run.args, run.task == "prompt"
+    return {
+        **run.data.summary,
+        "phase": phase.name,
+        "epoch": epoch + 1,
+        "epochs": phase.epochs,
+        "ae_epochs": args.ae_epochs if args.arch == "autoencoder" else None,
+        "total_epochs_done": len(progress.history),
+        "best_epoch": progress.best_epoch,
+        "loss": "bce_dice" if prompt else args.loss,
+        "class_weights": run.class_weights,
+        "cat_boost": args.cat_boost,
+        "augment": args.augment,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "clicks_rounds": args.clicks_rounds if prompt else None,
+        "pretrained": run.pretrained,
+        "encoder": run.config.get("encoder"),
+    }
+
+
+def _epoch_summary(run: Run, phase: Phase, epoch: int, train_loss: float, metrics: dict[str, Any]) -> str:
+    """The epoch's line on stderr (without its duration)."""
+    summary = f"{phase.name} epoch {epoch + 1}/{phase.epochs}: train loss {train_loss:.4f}"
+    if metrics:
+        summary += f", val loss {metrics['val_loss']:.4f}, val mIoU {metrics['miou']:.4f}"
+        if run.task == "prompt":
+            summary += f" (IoU @1 click {metrics['iou_1click']:.4f})"
+    return summary
+
+
+def _stop_reason(run: Run, phase: Phase, epoch: int, progress: Progress) -> str | None:
+    """Why the run stops after this epoch (early stop, --stop-after-epochs), or None."""
+    args = run.args
+    if phase.name == "segmentation" and args.patience and epoch + 1 - progress.best_epoch >= args.patience:
+        return (f"early stop: no better val mIoU for {args.patience} epochs "
+                f"(best {progress.best:.4f} at epoch {progress.best_epoch})")
+    last_epoch = epoch + 1 == phase.epochs and phase.index == len(run.phases) - 1
+    if args.stop_after_epochs and progress.epochs_this_run >= args.stop_after_epochs and not last_epoch:
+        return f"stopping after {progress.epochs_this_run} epochs as asked; continue with --resume {run.out}"
+    return None

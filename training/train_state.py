@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.errors import one_line
 from models.files import atomic_path
 
 
@@ -83,8 +84,7 @@ def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             header = json.loads((f.metadata() or {})["petseg_train_state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as error:  # safetensors, JSON and key errors alike mean a damaged file
-        reason = " ".join((str(error).strip() or type(error).__name__).split())
-        raise ValueError(f"{path}: unreadable resume state ({reason})") from None
+        raise ValueError(f"{path}: unreadable resume state ({one_line(error)})") from None
     return tensors, header
 
 

@@ -1,0 +1,110 @@
+"""Where and how a training process runs: device, torchrun ranks, autocast and hardware facts."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    """This process's place in the run: its rank among ``world`` processes and its device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    distributed: bool
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that logs and writes files."""
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        """Print ``message`` to stderr on the main process only."""
+        if self.main:
+            print(message, file=sys.stderr, flush=True)
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """``values`` summed element-wise over all processes (unchanged in a single process)."""
+        if not self.distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+
+def setup_runtime(device_arg: str) -> Runtime:
+    """Detect torchrun (WORLD_SIZE/RANK/LOCAL_RANK), pick the device, init the process group.
+
+    ``device_arg`` is ``auto`` (CUDA when available) or a torch device that exists here.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(device_arg)
+        if device.type == "cuda" and device.index is None and world > 1:
+            device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Runtime(rank, world, local_rank, device, distributed)
+
+
+def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device,
+                    channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch's images (channels_last if asked) and label masks, on ``device``."""
+    images = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["mask"].to(device, non_blocking=True)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # older or unusual builds
+        return False
+
+
+def autocast_context(device: torch.device, args: argparse.Namespace) -> ContextManager[Any]:
+    """bfloat16 autocast with ``--bf16``, float16 on CUDA unless ``--no-amp``, else nothing."""
+    if args.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type == "cuda" and not args.no_amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def hardware_summary(rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+    """Device, software versions and precision, for the checkpoint metadata."""
+    info = {
+        "device": str(rt.device),
+        "world_size": rt.world,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "precision": "bf16" if args.bf16 else ("fp16" if rt.device.type == "cuda" and not args.no_amp else "fp32"),
+        "channels_last": bool(args.channels_last),
+    }
+    if rt.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(rt.device)
+    return info

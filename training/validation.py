@@ -1,0 +1,122 @@
+"""Per-epoch validation on this rank's share of the held-out photos, scored at their own resolution.
+
+Semantic models: cross-class mIoU from a confusion matrix. The prompt model: IoU after 1 and 3
+simulated clicks (:func:`training.prompt_training.simulate_eval_clicks`). Sums are all-reduced, so
+every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.runtime import Runtime, autocast_context, batch_to_device
+
+VOID = 255  # label of pixels no loss or metric counts (unlabelled border, letterbox padding)
+
+
+@dataclass
+class ValSet:
+    """The validation photos at model size, and (for this rank's share) their labels at full size."""
+
+    dataset: Any
+    masks: list[np.ndarray]  # original-resolution label masks
+    boxes: list[Any]  # Letterbox per image
+    indices: list[int]  # this rank's share
+
+
+def build_val_set(samples: Sequence[Any], size: int, normalization: dict[str, list[float]], rt: Runtime) -> ValSet:
+    """The validation photos at ``size`` px, with this rank's label masks at full resolution."""
+    from training.data import SegmentationDataset, load_labels
+    from training.geometry import letterbox_params
+
+    dataset = SegmentationDataset(samples, size, normalization, augment=None)
+    indices = list(range(rt.rank, len(samples), rt.world))
+    masks: list = [None] * len(samples)
+    boxes: list = [None] * len(samples)
+    for i in indices:
+        masks[i] = load_labels(samples[i])
+        boxes[i] = letterbox_params(masks[i].shape[0], masks[i].shape[1], size)
+    return ValSet(dataset, masks, boxes, indices)
+
+
+def _val_batches(val: ValSet, batch_size: int) -> torch.utils.data.DataLoader:
+    subset = torch.utils.data.Subset(val.dataset, val.indices)
+    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+@torch.no_grad()
+def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
+                      rt: Runtime) -> dict[str, Any]:
+    """``val_loss``, ``miou`` and ``per_class_iou`` (None for a class absent everywhere)."""
+    from models.checkpoint import CLASS_NAMES
+    from training.geometry import unletterbox
+
+    model.eval()
+    matrix = np.zeros((3, 3), dtype=np.int64)
+    loss_sum, batches = 0.0, 0
+    for batch in _val_batches(val, args.batch_size):
+        images, masks = batch_to_device(batch, rt.device, args.channels_last)
+        with autocast_context(rt.device, args):
+            logits = model(images)
+        loss_sum += float(criterion(logits.float(), masks))
+        batches += 1
+        logits_np = logits.float().permute(0, 2, 3, 1).cpu().numpy()
+        for k, index in enumerate(batch["index"].tolist()):
+            target = val.masks[index]
+            pred = unletterbox(np.ascontiguousarray(logits_np[k]), val.boxes[index]).argmax(-1)
+            valid = target != VOID
+            matrix += np.bincount(target[valid].astype(np.int64) * 3 + pred[valid], minlength=9).reshape(3, 3)
+    reduced = rt.all_reduce_sum([loss_sum, batches, *matrix.ravel().tolist()])
+    loss_sum, batches = reduced[0], reduced[1]
+    matrix = np.asarray(reduced[2:], dtype=np.float64).reshape(3, 3)
+    tp = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    present = ~np.isnan(iou)
+    miou = float(iou[present].mean()) if present.any() else 0.0
+    return {
+        "val_loss": loss_sum / max(batches, 1),
+        "miou": miou,
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, iou)},
+    }
+
+
+@torch.no_grad()
+def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
+                    rt: Runtime) -> dict[str, Any]:
+    """``val_loss`` (after 3 clicks), ``iou_1click``, ``iou_3click`` and ``miou`` (= ``iou_3click``)."""
+    from training.geometry import unletterbox
+    from training.prompt_training import binary_target, simulate_eval_clicks
+
+    model.eval()
+    sums = np.zeros(3)  # iou after 1 click, after 3 clicks, images
+    loss_sum, batches = 0.0, 0
+    for batch in _val_batches(val, args.batch_size):
+        images, masks = batch_to_device(batch, rt.device, args.channels_last)
+        with autocast_context(rt.device, args):
+            probs = simulate_eval_clicks(model, images, masks, clicks=3)
+        eps = 1e-6
+        p3 = probs[2].clamp(eps, 1 - eps)
+        loss_sum += float(criterion(torch.log(p3 / (1 - p3)), binary_target(masks).cpu()))
+        batches += 1
+        for k, index in enumerate(batch["index"].tolist()):
+            target = val.masks[index]
+            valid = target != VOID
+            obj = (target == 1) | (target == 2)
+            for slot, click_probs in ((0, probs[0]), (1, probs[2])):
+                pred = unletterbox(click_probs[k].numpy(), val.boxes[index]) > 0.5
+                inter = np.count_nonzero(pred & obj & valid)
+                union = np.count_nonzero((pred | obj) & valid)
+                sums[slot] += inter / union if union else 1.0
+            sums[2] += 1
+    reduced = rt.all_reduce_sum([loss_sum, batches, *sums.tolist()])
+    n = max(reduced[4], 1)
+    iou1, iou3 = reduced[2] / n, reduced[3] / n
+    return {"val_loss": reduced[0] / max(reduced[1], 1), "miou": iou3, "iou_1click": iou1, "iou_3click": iou3}
