@@ -24,6 +24,10 @@ from petseg_desktop.worker import PROMPT, SEMANTIC, WorkerHost
 MAX_RECENT = 8
 
 
+DEFAULT_SIZE = (1280, 840)
+MIN_RESTORED_SIZE = (800, 560)
+
+
 def default_settings() -> QSettings:
     return QSettings(QSettings.IniFormat, QSettings.UserScope, "PetSeg", "petseg")
 
@@ -408,10 +412,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ settings and closing
     def _restore_settings(self) -> None:
         geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1280, 840)
+        restored = geometry is not None and self.restoreGeometry(geometry)
+        if not restored or self.width() < MIN_RESTORED_SIZE[0] or self.height() < MIN_RESTORED_SIZE[1]:
+            self.resize(*DEFAULT_SIZE)  # first start, or a saved size too small to work in
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)

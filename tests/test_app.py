@@ -611,3 +611,11 @@ def test_startup_check_opens_the_window_with_the_bundled_models_and_exits(tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert "petseg-prompt-effnet256.safetensors" in run.stdout and "petseg-unet-effnet256.safetensors" in run.stdout
     assert run.stdout.rstrip().endswith("ok")
+
+
+def test_a_tiny_saved_window_size_is_not_restored(qtbot, isolated, dialogs) -> None:
+    first = make_window(qtbot, isolated, wait_models=False, size=(420, 300))
+    first.close()  # saves its geometry
+    second = make_window(qtbot, isolated, wait_models=False, size=None)
+    assert second.width() >= 800 and second.height() >= 560
+    second.close()
