@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import one_line
 from models.files import atomic_path
 from models.registry import SEMANTIC
 from training.images import IMAGE_SUFFIXES, MASK_PALETTE, load_rgb, save_png_atomic
@@ -175,9 +176,12 @@ def _prefetch(paths: Sequence[Path], load: Callable[[Path], Any], executor: Thre
 
 
 def _reason(error: Exception) -> str:
-    """A one-line reason for a failed photo."""
-    text = str(error).splitlines()[0] if str(error) else ""
-    return text if isinstance(error, ValueError) and text else f"{type(error).__name__}: {text}".rstrip(": ")
+    """A one-line reason for a failed photo: the message, after its type's name unless it is a
+    ValueError (ImageLoadError and the like name the file and the problem themselves)."""
+    text = one_line(error)  # the type's name when the message is empty
+    if isinstance(error, ValueError) or not str(error).strip():
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def export_images(

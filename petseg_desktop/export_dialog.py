@@ -23,6 +23,8 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
+from models.errors import one_line
+
 
 class ExportThread(QThread):
     """Loads the segmenter and runs export_images off the GUI thread; cancel sets an Event."""
@@ -53,8 +55,7 @@ class ExportThread(QThread):
                 cancel=self.cancel_event,
             )
         except Exception as error:  # noqa: BLE001 - NoModelError, unwritable output, bad COCO file...
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
-            self.failed.emit(text)
+            self.failed.emit(one_line(error))
             return
         self.finishedWith.emit(summary)
 

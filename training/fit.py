@@ -36,6 +36,14 @@ import torch.distributed as dist
 from torch import nn
 
 from models.errors import one_line
+from training.fit_data import (
+    Data,
+    FitError,
+    loss_class_weights,
+    prepare_samples,
+    train_dataset,
+    train_sampler,
+)
 from training.run_log import RunLog
 from training.runtime import (
     Runtime,
@@ -51,15 +59,11 @@ from training.train_state import (
     save_train_state,
     set_rng_state,
 )
-from training.validation import VOID, ValSet, build_val_set, validate_prompt, validate_semantic
+from training.validation import ValSet, build_val_set, validate_prompt, validate_semantic
 
 ARCHS = ("unet", "autoencoder", "clip", "clip_unet", "prompt_unet")
 CLIP_ARCHS = ("clip", "clip_unet")
 STATE_NAME = ".last.state.safetensors"
-
-
-class FitError(Exception):
-    """A problem the user can fix; ``str(error)`` is a one-line message."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -175,8 +179,6 @@ def load_pretrained(model: nn.Module, args: argparse.Namespace, rt: Runtime) -> 
     return "none"
 
 
-
-
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -208,93 +210,6 @@ class _Reconstruct(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.reconstruct(images)
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class Data:
-    train: list
-    val: list
-    summary: dict[str, Any]
-
-
-def prepare_samples(args: argparse.Namespace) -> Data:
-    from training.data import detect_layout, find_samples, train_val_split
-
-    root = Path(args.data).expanduser()
-    if not root.is_dir():
-        raise FitError(f"--data {args.data}: no such folder")
-    try:
-        layout = detect_layout(root)
-        samples = find_samples(root, "TrainVal")
-    except ValueError as error:
-        raise FitError(one_line(error)) from None
-    labelled = [s for s in samples if s.mask_path is not None]
-    if not labelled:
-        raise FitError(f"--data {args.data}: no labelled photos found")
-    train, val = train_val_split(labelled, args.val_fraction, args.seed)
-    if args.limit:
-        rng = np.random.default_rng(args.seed)
-        train = [train[i] for i in sorted(rng.permutation(len(train))[: args.limit])]
-        val = [val[i] for i in sorted(rng.permutation(len(val))[: max(2, args.limit // 4)])]
-    if not train:
-        raise FitError("no training photos left after the validation split")
-    if not val:
-        raise FitError("no validation photos: raise --val-fraction or give more photos")
-
-    def species(items):
-        counts: dict[str, int] = {}
-        for s in items:
-            counts[s.species or "unknown"] = counts.get(s.species or "unknown", 0) + 1
-        return dict(sorted(counts.items()))
-
-    summary = {
-        "data_root": str(root.resolve()),
-        "layout": layout,
-        "split": "TrainVal",
-        "train_images": len(train),
-        "val_images": len(val),
-        "val_fraction": args.val_fraction,
-        "split_seed": args.seed,
-        "limit": args.limit,
-        "species": {"train": species(train), "val": species(val)},
-        "unlabelled_skipped": len(samples) - len(labelled),
-    }
-    return Data(train, val, summary)
-
-
-def pixel_class_counts(samples) -> list[int]:
-    from training.data import load_labels
-
-    counts = np.zeros(3, dtype=np.int64)
-    for s in samples:
-        mask = load_labels(s)
-        counts += np.bincount(mask[mask != VOID].ravel(), minlength=3)[:3]
-    return counts.tolist()
-
-
-class WeightedDistributedSampler(torch.utils.data.Sampler):
-    """Weighted sampling with replacement, one seeded draw per epoch, split across ranks."""
-
-    def __init__(self, weights, num_replicas: int, rank: int, seed: int) -> None:
-        self.weights = torch.as_tensor(weights, dtype=torch.double)
-        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
-        self.num_samples = math.ceil(len(self.weights) / num_replicas)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        total = self.num_samples * self.num_replicas
-        indices = torch.multinomial(self.weights, total, replacement=True, generator=g).tolist()
-        return iter(indices[self.rank :: self.num_replicas])
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 # --------------------------------------------------------------------------- schedule
@@ -483,7 +398,6 @@ def _build_run(args: argparse.Namespace, rt: Runtime, started: float, resume_hea
     """Seed, then find the photos and build the model, datasets, loss and sampler (in this order:
     the model's initial weights come from the seeded RNG)."""
     from models.registry import get_architecture
-    from training.data import SegmentationDataset
     from training.losses import build_loss
 
     torch.manual_seed(args.seed)
@@ -499,16 +413,11 @@ def _build_run(args: argparse.Namespace, rt: Runtime, started: float, resume_hea
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    augment = None
-    if args.augment != "none":
-        from training.augment import build_augmentation
-
-        augment = build_augmentation(args.augment, seed=args.seed)
-    train_ds = SegmentationDataset(data.train, args.size, model.normalization, augment=augment)
+    augment, train_ds = train_dataset(args, data, model.normalization)
     val = build_val_set(data.val, args.size, model.normalization, rt)
-    class_weights = _class_weights(args, task, data, rt, resume_header)
+    class_weights = loss_class_weights(args, task, data, rt, resume_header)
     criterion = build_loss(args.loss, task, class_weights).to(rt.device)
-    sampler = _train_sampler(args, rt, data, train_ds)
+    sampler = train_sampler(args, rt, data, train_ds)
     drop_last = len(sampler) >= args.batch_size
     steps_per_epoch = max(1, len(sampler) // args.batch_size) if drop_last else 1
     phases = [("reconstruction", args.ae_epochs)] if args.arch == "autoencoder" and args.ae_epochs > 0 else []
@@ -547,33 +456,6 @@ def _build_model(args: argparse.Namespace, rt: Runtime,
         raise FitError(f"cannot build {args.arch} with {config}: {one_line(error)}") from None
     pretrained = load_pretrained(model, args, rt) if resume_header is None else resume_header.get("pretrained", "none")
     return config, model, pretrained
-
-
-def _class_weights(args: argparse.Namespace, task: str, data: Data, rt: Runtime,
-                   resume_header: dict[str, Any] | None) -> list[float] | None:
-    """``--class-weights auto``: the saved run's weights, or new ones from the training masks."""
-    from training.losses import class_weights_from_counts
-
-    if task != "semantic" or args.class_weights != "auto":
-        return None
-    if resume_header is not None and resume_header.get("class_weights"):
-        weights = resume_header["class_weights"]
-    else:
-        weights = class_weights_from_counts(pixel_class_counts(data.train))
-    rt.log(f"class weights (background, cat, dog): {[round(w, 3) for w in weights]}")
-    return weights
-
-
-def _train_sampler(args: argparse.Namespace, rt: Runtime, data: Data,
-                   train_ds: torch.utils.data.Dataset) -> torch.utils.data.Sampler:
-    """This rank's share of the training photos each epoch (cats oversampled with --cat-boost)."""
-    from training.data import sample_weights
-
-    if args.cat_boost != 1.0:
-        return WeightedDistributedSampler(sample_weights(data.train, args.cat_boost), rt.world, rt.rank, args.seed)
-    return torch.utils.data.DistributedSampler(
-        train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=args.seed, drop_last=False
-    )
 
 
 def _load_saved_weights(run: Run, progress: Progress) -> bool:

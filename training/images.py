@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from models.errors import one_line
 from models.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -59,8 +60,7 @@ def _open(path: Path) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise ImageLoadError(f"{path.name}: not an image, or an unsupported format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImageLoadError(f"{path.name}: truncated or corrupt image ({reason})") from None
+        raise ImageLoadError(f"{path.name}: truncated or corrupt image ({one_line(error)})") from None
 
 
 def _sixteen_bit_to_gray(image: Image.Image) -> np.ndarray:
