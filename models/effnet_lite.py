@@ -17,15 +17,15 @@ from torch import nn
 
 BN_EPS = 1e-3
 STEM_CHANNELS = 32
-# One row per stage: (block kind, repeats, kernel, stride, expansion, output channels).
+# One row per stage: (repeats, kernel, stride, expansion, output channels).
 STAGES = (
-    ("ds", 1, 3, 1, 1, 16),
-    ("ir", 2, 3, 2, 6, 24),
-    ("ir", 2, 5, 2, 6, 40),
-    ("ir", 3, 3, 2, 6, 80),
-    ("ir", 3, 5, 1, 6, 112),
-    ("ir", 4, 5, 2, 6, 192),
-    ("ir", 1, 3, 1, 6, 320),
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
 )
 FEATURE_STAGES = (0, 1, 2, 4, 6)  # the last stage before each stride change: 1/2 .. 1/32
 
@@ -59,38 +59,32 @@ class BatchNormAct(nn.BatchNorm2d):
         return self.act(super().forward(x))
 
 
-class DepthwiseSeparable(nn.Module):
-    """Depthwise conv + pointwise projection (the first stage)."""
+class MobileBlock(nn.Module):
+    """timm's ``DepthwiseSeparableConv`` (expansion 1) or ``InvertedResidual`` block.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.conv_dw = conv(in_channels, in_channels, kernel, stride, groups=in_channels)
-        self.bn1 = BatchNormAct(in_channels)
-        self.conv_pw = conv(in_channels, out_channels, 1)
-        self.bn2 = BatchNormAct(out_channels, activate=False)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
-        return out + x if self.residual else out
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expansion, depthwise conv, 1x1 projection, skip when shapes match."""
+    [1x1 expansion +] depthwise conv + 1x1 projection, each followed by BatchNorm (ReLU6 except
+    after the projection), with a skip connection when the shapes match. Modules are registered
+    under timm's names and in timm's order, which the ImageNet weight mapping relies on.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expansion: int) -> None:
         super().__init__()
         hidden = in_channels * expansion
-        self.conv_pw = conv(in_channels, hidden, 1)
-        self.bn1 = BatchNormAct(hidden)
-        self.conv_dw = conv(hidden, hidden, kernel, stride, groups=hidden)
-        self.bn2 = BatchNormAct(hidden)
-        self.conv_pwl = conv(hidden, out_channels, 1)
-        self.bn3 = BatchNormAct(out_channels, activate=False)
+        expand = expansion != 1
+        convs = [("conv_pw", conv(in_channels, hidden, 1), True)] if expand else []
+        convs.append(("conv_dw", conv(hidden, hidden, kernel, stride, groups=hidden), True))
+        convs.append(("conv_pwl" if expand else "conv_pw", conv(hidden, out_channels, 1), False))
+        self.order: list[str] = []
+        for index, (name, layer, activate) in enumerate(convs, start=1):
+            self.add_module(name, layer)
+            self.add_module(f"bn{index}", BatchNormAct(layer.out_channels, activate))
+            self.order += [name, f"bn{index}"]
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
+        out = x
+        for name in self.order:
+            out = getattr(self, name)(out)
         return out + x if self.residual else out
 
 
@@ -108,18 +102,14 @@ class EfficientNetLite0Features(nn.Module):
         self.conv_stem = conv(3, STEM_CHANNELS, 3, stride=2)
         self.bn1 = BatchNormAct(STEM_CHANNELS)
         stages, channels = [], STEM_CHANNELS
-        for kind, repeats, kernel, stride, expansion, out_channels in STAGES[: self.feature_stages[-1] + 1]:
+        for repeats, kernel, stride, expansion, out_channels in STAGES[: self.feature_stages[-1] + 1]:
             blocks = []
             for index in range(repeats):
-                block_stride = stride if index == 0 else 1
-                if kind == "ds":
-                    blocks.append(DepthwiseSeparable(channels, out_channels, kernel, block_stride))
-                else:
-                    blocks.append(InvertedResidual(channels, out_channels, kernel, block_stride, expansion))
+                blocks.append(MobileBlock(channels, out_channels, kernel, stride if index == 0 else 1, expansion))
                 channels = out_channels
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
-        self.channels = [STAGES[i][5] for i in self.feature_stages]
+        self.channels = [STAGES[i][-1] for i in self.feature_stages]
         self.reductions = [2 ** (level + 1) for level in range(depth)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -45,6 +45,17 @@ def pet_photos(pets_root: Path) -> list[Path]:
     return [cats[0], dogs[0], cats[len(cats) // 2], dogs[len(dogs) // 2]]
 
 
+@pytest.fixture(scope="session")
+def pet_samples(pets_root: Path, pet_photos: list[Path]) -> list:
+    """The training.data samples (photo + mask) of the first three ``pet_photos``."""
+    from training.data import find_samples
+
+    stems = {p.stem for p in pet_photos[:3]}
+    found = [s for s in find_samples(pets_root, "Test") if s.stem in stems]
+    assert len(found) == 3
+    return found
+
+
 def _save_tiny(directory: Path, arch: str, config: dict, name: str) -> Path:
     import torch
 

@@ -7,16 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from training.data import find_samples, load_sample
+from training.data import load_sample
 from training.evaluate import evaluate_prompt, evaluate_semantic, noc, object_target, tight_box
-
-
-@pytest.fixture(scope="module")
-def samples(pets_root, pet_photos):
-    stems = {p.stem for p in pet_photos[:3]}
-    found = [s for s in find_samples(pets_root, "Test") if s.stem in stems]
-    assert len(found) == 3
-    return found
 
 
 class OracleSegmenter:
@@ -62,10 +54,10 @@ def test_noc_and_box_helpers():
     assert object_target(labels).tolist() == [[0, 1, 1, 255]]
 
 
-def test_semantic_eval_tiny_model(samples, tiny_semantic_checkpoint):
+def test_semantic_eval_tiny_model(pet_samples, tiny_semantic_checkpoint):
     from petseg_desktop.inference import load_segmenter
 
-    result = evaluate_semantic(load_segmenter(tiny_semantic_checkpoint, "cpu"), samples)
+    result = evaluate_semantic(load_segmenter(tiny_semantic_checkpoint, "cpu"), pet_samples)
     assert result["images"] == 3 and len(result["rows"]) == 3
     assert set(result["per_class"]) == {"background", "cat", "dog"}
     for values in result["per_class"].values():
@@ -73,11 +65,11 @@ def test_semantic_eval_tiny_model(samples, tiny_semantic_checkpoint):
             assert values[key] is None or 0.0 <= values[key] <= 1.0
     assert 0.0 <= result["pixel_accuracy"] <= 1.0
     assert 0.0 <= result["mean_iou"] <= 1.0 and result["seconds_per_image"] > 0
-    assert evaluate_semantic(load_segmenter(tiny_semantic_checkpoint, "cpu"), samples, limit=1)["images"] == 1
+    assert evaluate_semantic(load_segmenter(tiny_semantic_checkpoint, "cpu"), pet_samples, limit=1)["images"] == 1
 
 
-def test_semantic_eval_oracle_is_perfect(samples):
-    result = evaluate_semantic(OracleSegmenter(samples), samples)
+def test_semantic_eval_oracle_is_perfect(pet_samples):
+    result = evaluate_semantic(OracleSegmenter(pet_samples), pet_samples)
     assert result["mean_iou"] == pytest.approx(1.0)
     assert result["pixel_accuracy"] == pytest.approx(1.0)
     present = [v for v in result["per_class"].values() if v["iou"] is not None]
@@ -97,19 +89,19 @@ def _check_prompt_result(result, images, max_clicks):
         assert positive  # the first click, on an empty prediction, is always inside the pet
 
 
-def test_prompt_eval_oracle(samples):
-    result = evaluate_prompt(OraclePredictor(samples), samples, max_clicks=3)
+def test_prompt_eval_oracle(pet_samples):
+    result = evaluate_prompt(OraclePredictor(pet_samples), pet_samples, max_clicks=3)
     assert result["noc85"] == result["noc90"] == 1
     assert result["iou@1"] == result["box_miou"] == pytest.approx(1.0)
 
 
-def test_prompt_eval_tiny_model_and_grabcut(samples, tiny_prompt_checkpoint):
+def test_prompt_eval_tiny_model_and_grabcut(pet_samples, tiny_prompt_checkpoint):
     from petseg_desktop.inference import load_predictor
     from training.grabcut import GrabCutPredictor
 
-    model = evaluate_prompt(load_predictor(tiny_prompt_checkpoint, "cpu"), samples, max_clicks=3)
+    model = evaluate_prompt(load_predictor(tiny_prompt_checkpoint, "cpu"), pet_samples, max_clicks=3)
     _check_prompt_result(model, 3, 3)
-    grabcut = evaluate_prompt(GrabCutPredictor(max_side=240, iterations=3), samples[:2], max_clicks=3)
+    grabcut = evaluate_prompt(GrabCutPredictor(max_side=240, iterations=3), pet_samples[:2], max_clicks=3)
     _check_prompt_result(grabcut, 2, 3)
     assert grabcut["method"] == "grabcut"
     # the same first click for both: the protocol starts from an empty prediction
@@ -118,10 +110,10 @@ def test_prompt_eval_tiny_model_and_grabcut(samples, tiny_prompt_checkpoint):
     assert grabcut["box_miou"] > 0.5
 
 
-def test_grabcut_predictor_shapes_and_prompts(samples):
+def test_grabcut_predictor_shapes_and_prompts(pet_samples):
     from training.grabcut import GrabCutPredictor
 
-    rgb, mask = load_sample(samples[0])
+    rgb, mask = load_sample(pet_samples[0])
     target = object_target(mask)
     h, w = mask.shape
     gc = GrabCutPredictor(max_side=160, iterations=2)

@@ -7,18 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from training.data import find_samples, load_sample
+from training.data import load_sample
 from training.evaluate import object_target, tight_box
 from training.metrics import binary_iou
 from training.u2netp import U2NetpError, U2NetpPredictor
-
-
-@pytest.fixture(scope="module")
-def samples(pets_root, pet_photos):
-    stems = {p.stem for p in pet_photos[:3]}
-    found = [s for s in find_samples(pets_root, "Test") if s.stem in stems]
-    assert len(found) == 3
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +18,8 @@ def u2netp():
     return U2NetpPredictor()
 
 
-def test_whole_photo_and_box(u2netp, samples):
-    rgb, mask = load_sample(samples[0])
+def test_whole_photo_and_box(u2netp, pet_samples):
+    rgb, mask = load_sample(pet_samples[0])
     h, w = mask.shape
     with pytest.raises(RuntimeError, match="set_image"):
         U2NetpPredictor().predict()
@@ -43,8 +35,8 @@ def test_whole_photo_and_box(u2netp, samples):
     assert not prob[~inside].any() and (prob[inside] > 0.5).any()
 
 
-def test_box_iou_on_real_photos(u2netp, samples):
-    for sample in samples:
+def test_box_iou_on_real_photos(u2netp, pet_samples):
+    for sample in pet_samples:
         rgb, mask = load_sample(sample)
         target = object_target(mask)
         u2netp.set_image(rgb)

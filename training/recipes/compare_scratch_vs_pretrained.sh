@@ -5,20 +5,7 @@
 # 7.8 M parameters) and evaluates both on all Test photos. Background + --resume as there.
 #
 #   training/recipes/compare_scratch_vs_pretrained.sh        # background; log: runs/compare_scratch.log
-set -euo pipefail
-
-cd "$(dirname "$0")/../.."
-DATA=${PETSEG_PETS:-../shared/pets}
-RUNS=${PETSEG_RUNS:-runs}
-TRAIN=${PETSEG_TRAIN:-.venv/bin/petseg-train}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-
-if [[ "${1:-}" != "--foreground" ]]; then
-    mkdir -p "$RUNS"
-    nohup "$0" --foreground >>"$RUNS/compare_scratch.log" 2>&1 &
-    echo "training in the background (pid $!); log: $RUNS/compare_scratch.log"
-    exit 0
-fi
+source "$(dirname "$0")/background.sh" compare_scratch "$@"
 
 echo "=== $(date -Is) unet (scratch encoder, base 32, 256 px)"
 "$TRAIN" fit --arch unet --encoder scratch --data "$DATA" \

@@ -14,22 +14,8 @@
 # (raise --batch-size, --workers). Several GPUs/hosts: prefix with `torchrun --nproc_per_node N`
 # (--batch-size is per process).
 #
-# Environment: PETSEG_PETS (data root, default ../shared/pets), PETSEG_RUNS (default runs; the
-# app's model discovery scans it), OMP_NUM_THREADS (default 2).
-set -euo pipefail
-
-cd "$(dirname "$0")/../.."
-DATA=${PETSEG_PETS:-../shared/pets}
-RUNS=${PETSEG_RUNS:-runs}
-TRAIN=${PETSEG_TRAIN:-.venv/bin/petseg-train}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-
-if [[ "${1:-}" != "--foreground" ]]; then
-    mkdir -p "$RUNS"
-    nohup "$0" --foreground >>"$RUNS/train_default_models.log" 2>&1 &
-    echo "training in the background (pid $!); log: $RUNS/train_default_models.log"
-    exit 0
-fi
+# Environment: see background.sh (PETSEG_PETS, PETSEG_RUNS, PETSEG_TRAIN, OMP_NUM_THREADS).
+source "$(dirname "$0")/background.sh" train_default_models "$@"
 
 echo "=== $(date -Is) prompt_unet (effnet_lite0, 256 px)"
 # --resume: continues $RUNS/prompt_unet-effnet256 if it has a saved state, else starts it
