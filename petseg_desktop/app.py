@@ -39,7 +39,8 @@ def close_when_models_ready(window, started: float) -> list[str]:
     def finish() -> None:
         if not window.isVisible():
             return  # already finished (the time-out fired late)
-        loaded = [Path(path).name for path, *_ in map(window.models.loaded_info, (PROMPT, SEMANTIC)) if path]
+        loaded = [f"{Path(path).name} on {device}"
+                  for path, _, device in map(window.models.loaded_info, (PROMPT, SEMANTIC)) if path]
         print(f"petseg startup check: window and models ready in {time.perf_counter() - started:.2f} s; "
               f"loaded: {', '.join(loaded) or 'none'}; {'; '.join(failures) or 'ok'}", flush=True)
         window.close()
