@@ -32,6 +32,8 @@ from petseg_desktop.annotation import (
     suggest_class,
 )
 from petseg_desktop.commands import State, StateCommand
+from petseg_desktop.prefetch import ImagePrefetcher
+from training.images import load_rgb
 
 AUTOSAVE_DELAY_MS = 400
 
@@ -47,6 +49,7 @@ class Editor(QObject):
     def __init__(self, worker, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.worker = worker
+        self.prefetcher = ImagePrefetcher(load_rgb)
         self.stack = QUndoStack(self)
         self.doc: ImageAnnotation | None = None
         self.rgb: np.ndarray | None = None
@@ -72,10 +75,8 @@ class Editor(QObject):
     # ------------------------------------------------------------------ images
     def open_image(self, path: Path) -> None:
         """Load ``path`` and its saved annotation; raises ImageLoadError for unreadable images."""
-        from training.images import load_rgb
-
         path = Path(path)
-        rgb = load_rgb(path)  # raises before anything changes, so the old image stays open
+        rgb = self.prefetcher.load(path)  # raises before anything changes, so the old image stays open
         self.flush()
         shape = rgb.shape[:2]
         try:

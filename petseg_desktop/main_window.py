@@ -348,6 +348,8 @@ class MainWindow(QMainWindow):
         self.refresh()
         self.size_label.setText(f"{path.name}  {rgb.shape[1]}×{rgb.shape[0]}")
         self.setWindowTitle(f"{path.name} — PetSeg {__version__}")
+        if 0 <= row < self.files.count() - 1:
+            self.editor.prefetcher.prefetch(self.files.paths()[row + 1])  # D (next) opens without waiting
 
     def step(self, delta: int) -> None:
         n = self.files.count()
@@ -433,5 +435,6 @@ class MainWindow(QMainWindow):
                 dialog.close()
             except RuntimeError:  # already deleted
                 pass
+        self.editor.prefetcher.shutdown()
         self.host.shutdown()
         super().closeEvent(event)
