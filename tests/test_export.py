@@ -211,7 +211,9 @@ def test_cli_end_to_end(balanced_checkpoint: Path, photo_dir: Path, tmp_path: Pa
             "--checkpoint", str(balanced_checkpoint), "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p.stem}.png" for p in photos)
-    assert "3 written" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "3 written" in printed.out
+    assert f"model {balanced_checkpoint} on cpu" in printed.err  # says which model it used
     assert main([*argv, "--skip-existing"]) == 0
     assert "3 skipped" in capsys.readouterr().out
     assert main(["--input", str(photo_dir), "--output", str(out), "--checkpoint", str(tmp_path / "none.safetensors")]) == 2
