@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from training.data import load_sample
-from training.evaluate import evaluate_prompt, evaluate_semantic, noc, object_target, tight_box
+from training.evaluate import (
+    evaluate_foreground,
+    evaluate_prompt,
+    evaluate_semantic,
+    noc,
+    object_target,
+    semantic_foreground,
+    tight_box,
+)
 
 
 class OracleSegmenter:
@@ -156,3 +164,15 @@ def test_eval_cli_writes_json(tmp_path, pets_root, tiny_prompt_checkpoint, tiny_
     assert main(["eval", "--checkpoint", str(tiny_semantic_checkpoint), "--data", str(pets_root),
                  "--baseline", "grabcut"]) == 2
     assert "semantic model" in capsys.readouterr().err
+
+
+def test_semantic_foreground_matches_a_direct_foreground_run(pet_samples, tiny_semantic_checkpoint):
+    """The pet-vs-background row read off the 3-class confusion matrices equals segmenting again."""
+    from petseg_desktop.inference import load_segmenter
+
+    segmenter = load_segmenter(tiny_semantic_checkpoint, "cpu")
+    derived = semantic_foreground("tiny", evaluate_semantic(segmenter, pet_samples))
+    direct = evaluate_foreground("tiny", lambda rgb: segmenter.segment(rgb) != 0, pet_samples)
+    assert derived["foreground_iou"] == pytest.approx(direct["foreground_iou"])
+    assert [r["iou"] for r in derived["rows"]] == pytest.approx([r["iou"] for r in direct["rows"]])
+    assert derived["images"] == direct["images"] == 3

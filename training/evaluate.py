@@ -106,13 +106,22 @@ def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None 
             "stem": sample.stem,
             "mean_iou": _nan_to_none(one.mean_iou()),
             "pixel_accuracy": _nan_to_none(one.pixel_accuracy()),
+            "foreground_iou": _foreground_iou(one.matrix),
             "seconds": elapsed,
         })
     result: dict[str, Any] = {"task": "semantic", "images": len(rows), "class_names": class_names}
     result.update(total.summary(class_names))
+    result["foreground_iou"] = _foreground_iou(total.matrix)
     result["seconds_per_image"] = seconds / len(rows) if rows else None
     result["rows"] = rows
     return result
+
+
+def _foreground_iou(matrix: np.ndarray) -> float:
+    """Pet (every class but 0) vs background IoU from a confusion matrix; 1.0 when both are empty."""
+    intersection = int(matrix[1:, 1:].sum())
+    union = int(matrix.sum() - matrix[0, 0])
+    return intersection / union if union else 1.0
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -292,6 +301,21 @@ def evaluate_foreground(method: str, foreground: Callable[[np.ndarray], np.ndarr
     }
 
 
+def semantic_foreground(method: str, semantic: dict[str, Any]) -> dict[str, Any]:
+    """The automatic-foreground result of a semantic model, read off its ``evaluate_semantic`` result."""
+    rows = [{"stem": r["stem"], "iou": r["foreground_iou"], "seconds": r["seconds"]} for r in semantic["rows"]]
+    return {
+        "task": "foreground",
+        "method": method,
+        "images": semantic["images"],
+        "threshold": THRESHOLD,
+        "foreground_iou": semantic["foreground_iou"],
+        "foreground_miou": _mean([r["iou"] for r in rows]),
+        "seconds_per_image": semantic["seconds_per_image"],
+        "rows": rows,
+    }
+
+
 def _whole_photo(predictor: Any) -> Callable[[np.ndarray], np.ndarray]:
     """``rgb -> predictor's probability > 0.5`` without any prompt (U2-Netp's automatic mode)."""
     def foreground(rgb: np.ndarray) -> np.ndarray:
@@ -449,7 +473,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(format_semantic_table(result))
         if base is not None:
             payload["foreground"] = [
-                evaluate_foreground(Path(checkpoint).stem, lambda rgb: segmenter.segment(rgb) != 0, samples, progress),
+                semantic_foreground(Path(checkpoint).stem, result),
                 evaluate_foreground(base.name, _whole_photo(base), samples, progress),
             ]
     else:
