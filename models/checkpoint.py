@@ -17,14 +17,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.classes import CLASS_NAMES, PROMPT_CLASS_NAMES, SEMANTIC
 from models.files import atomic_path
 from models.registry import build_model, get_architecture
+from models.version import __version__
 
 FORMAT_VERSION = 1
 METADATA_KEY = "petseg"
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
-CLASS_NAMES = ("background", "cat", "dog")
 REQUIRED_KEYS = ("arch", "config", "task", "input_size", "normalization")
 
 
@@ -40,15 +41,13 @@ def make_metadata(
     **extra: Any,
 ) -> dict[str, Any]:
     """Build the metadata dict for a checkpoint; ``extra`` holds training data, metrics, etc."""
-    from petseg_desktop import __version__
-
     task = get_architecture(arch).task
     metadata = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
         "config": config,
         "task": task,
-        "class_names": list(CLASS_NAMES) if task == "semantic" else ["background", "object"],
+        "class_names": list(CLASS_NAMES if task == SEMANTIC else PROMPT_CLASS_NAMES),
         "input_size": input_size,
         "normalization": normalization,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,63 +1,73 @@
-"""A small registry mapping architecture names to model builders.
+"""The architectures PetSeg can build: one plain table, and what each entry knows about itself.
 
-Each architecture module registers its builder with :func:`register`; checkpoints store the
-architecture name and the builder's keyword config, so :func:`build_model` can rebuild any model.
+Checkpoints store the architecture name and the builder's keyword config, so :func:`build_model`
+can rebuild any model. Training reads the rest of an entry (its task, its training phases, the
+options it takes and the pretrained weights it can start from) instead of testing names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable
 
 from torch import nn
 
-SEMANTIC = "semantic"  # image -> 3-class logits (background, cat, dog)
-PROMPT = "prompt"  # image + prompt maps -> 1-channel object logits
+from models.architectures.autoencoder import Autoencoder
+from models.architectures.clip import ClipSegmenter, ClipUNet
+from models.architectures.prompt_unet import PromptUNet
+from models.architectures.unet import UNet
+from models.classes import PROMPT, SEMANTIC
+
+# Training phases, in the order a run goes through them.
+RECONSTRUCTION = "reconstruction"  # the autoencoder's pre-training: MSE on its own input
+SEGMENTATION = "segmentation"  # the task's own loss; validated each epoch
+
+# Pretrained weights an architecture can start from.
+NO_PRETRAINED = "none"
+IMAGENET_ENCODER = "imagenet_encoder"  # ImageNet EfficientNet-Lite0 when config encoder is effnet_lite0
+CLIP_RN50 = "clip_rn50"  # the frozen OpenAI CLIP RN50 tower: a weights file must be given
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: its name, task and builder."""
+    """One buildable architecture and what training needs to know about it."""
 
     name: str
-    task: str
+    task: str  # SEMANTIC or PROMPT
     builder: Callable[..., nn.Module]
+    phases: tuple[str, ...] = (SEGMENTATION,)
+    pretrained: str = NO_PRETRAINED
+    options: tuple[str, ...] = ("base", "depth")  # builder keywords that training options may set
+    default_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-_ARCHITECTURES: dict[str, Architecture] = {}
-
-
-def register(name: str, task: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering ``builder`` under ``name`` for ``task`` (SEMANTIC or PROMPT)."""
-    if task not in (SEMANTIC, PROMPT):
-        raise ValueError(f"unknown task {task!r}")
-
-    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _ARCHITECTURES[name] = Architecture(name, task, builder)
-        return builder
-
-    return decorate
-
-
-def _load_builtin_architectures() -> None:
-    """Import the architecture modules so that they register themselves."""
-    from models import architectures  # noqa: F401  (import for its side effect)
+ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
+    a.name: a
+    for a in (
+        Architecture("unet", SEMANTIC, UNet, pretrained=IMAGENET_ENCODER, options=("base", "depth", "encoder"),
+                     default_config=MappingProxyType({"encoder": "scratch"})),
+        Architecture("autoencoder", SEMANTIC, Autoencoder, phases=(RECONSTRUCTION, SEGMENTATION)),
+        Architecture("clip", SEMANTIC, ClipSegmenter, pretrained=CLIP_RN50),
+        Architecture("clip_unet", SEMANTIC, ClipUNet, pretrained=CLIP_RN50),
+        Architecture("prompt_unet", PROMPT, PromptUNet, pretrained=IMAGENET_ENCODER,
+                     options=("base", "depth", "encoder"), default_config=MappingProxyType({"encoder": "scratch"})),
+    )
+})
 
 
 def get_architecture(name: str) -> Architecture:
-    """Return the registered architecture ``name``; raises KeyError with the known names."""
-    _load_builtin_architectures()
+    """The architecture ``name``; raises KeyError naming the known ones."""
     try:
-        return _ARCHITECTURES[name]
-    except KeyError:
-        known = ", ".join(sorted(_ARCHITECTURES))
-        raise KeyError(f"unknown architecture {name!r} (known: {known})") from None
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})") from None
 
 
 def architecture_names(task: str | None = None) -> list[str]:
-    """Names of the registered architectures, optionally only those of one task."""
-    _load_builtin_architectures()
-    return sorted(n for n, a in _ARCHITECTURES.items() if task is None or a.task == task)
+    """Names of the architectures, optionally only those of one task."""
+    return sorted(n for n, a in ARCHITECTURES.items() if task is None or a.task == task)
 
 
 def build_model(name: str, config: dict[str, Any]) -> nn.Module:

@@ -1,3 +1,1 @@
 """PetSeg desktop annotator: segment pet photos into background / cat / dog."""
-
-__version__ = "0.1.0"

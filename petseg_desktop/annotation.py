@@ -353,7 +353,7 @@ def is_annotated(image_path: Path, output_dir: Path | None = None) -> bool:
 
 def image_suffixes() -> tuple[str, ...]:
     try:
-        from training.images import IMAGE_SUFFIXES
+        from models.images import IMAGE_SUFFIXES
 
         return tuple(s.lower() for s in IMAGE_SUFFIXES)
     except ImportError:

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PyQt5.QtCore import Qt
     from PyQt5.QtWidgets import QApplication
 
-    from petseg_desktop import __version__
+    from models.version import __version__
     from petseg_desktop.main_window import MainWindow
 
     QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)

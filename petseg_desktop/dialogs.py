@@ -10,7 +10,7 @@ from typing import Any
 from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt
 from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout
 
-from petseg_desktop import __version__
+from models.version import __version__
 
 MOUSE_GESTURES = [
     ("Left click", "Positive point (part of the pet)"),

@@ -33,7 +33,7 @@ from petseg_desktop.annotation import (
 )
 from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.prefetch import ImagePrefetcher
-from training.images import load_rgb
+from models.images import load_rgb
 
 AUTOSAVE_DELAY_MS = 400
 
@@ -350,7 +350,8 @@ class Editor(QObject):
 
     def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
         """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""
-        from training.images import MASK_PALETTE, save_png_atomic
+        from models.classes import MASK_PALETTE
+        from models.images import save_png_atomic
 
         d = self.doc
         if d is None:

@@ -25,8 +25,9 @@ import numpy as np
 
 from models.errors import one_line
 from models.files import atomic_path
-from models.registry import SEMANTIC
-from training.images import IMAGE_SUFFIXES, MASK_PALETTE, load_rgb, save_png_atomic
+from models.classes import SEMANTIC
+from models.classes import MASK_PALETTE
+from models.images import IMAGE_SUFFIXES, load_rgb, save_png_atomic
 
 FORMATS = ("png", "color", "coco")
 COCO_FILE = "annotations.json"
@@ -273,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``petseg-export``: 0 when every photo succeeded, 1 when any failed, 130 when interrupted."""
     from tqdm import tqdm
 
-    from petseg_desktop.inference import NoModelError, find_checkpoint, load_segmenter
+    from models.predictor import NoModelError, find_checkpoint, load_segmenter
 
     args = build_parser().parse_args(argv)
     try:

@@ -40,7 +40,7 @@ class ExportThread(QThread):
 
     def run(self) -> None:
         from petseg_desktop.export import export_images
-        from petseg_desktop.inference import load_segmenter
+        from models.predictor import load_segmenter
 
         inputs, output_dir, checkpoint, fmt, skip_existing, device = self.args
         try:

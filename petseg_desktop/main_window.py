@@ -12,7 +12,7 @@ from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
 
-from petseg_desktop import __version__
+from models.version import __version__
 from petseg_desktop.annotation import is_annotated, list_images
 from petseg_desktop.canvas import Canvas
 from petseg_desktop.dialogs import InfoDialog, ShortcutsDialog, about_html, describe_model, keep_open, model_info_html
@@ -327,7 +327,7 @@ class MainWindow(QMainWindow):
             self._open(self.files.paths()[row], row)
 
     def _open(self, path: Path, row: int) -> None:
-        from training.images import ImageLoadError
+        from models.images import ImageLoadError
 
         self._row = row
         self.files.select_row(row)

@@ -85,7 +85,7 @@ class ModelMenus:
         if not usable:
             return None
         try:
-            from petseg_desktop.inference import find_checkpoint
+            from models.predictor import find_checkpoint
 
             return str(find_checkpoint(task))
         except Exception:  # noqa: BLE001 - fall back to the first usable one

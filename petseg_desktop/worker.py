@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal, pyqtSlot
 
+from models.classes import PROMPT, SEMANTIC
 from models.errors import one_line
 
-PROMPT, SEMANTIC = "prompt", "semantic"
 # Order in which pending requests are served: models first, then the image, then the user's
 # interactive prediction, then the (slower, once per image) semantic pass.
 _ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment")
@@ -126,7 +126,7 @@ class InferenceWorker(QObject):
             self._segment(value)
 
     def _load(self, task: str, path: str) -> None:
-        from petseg_desktop import inference
+        from models import predictor as inference
 
         if self._device is None:
             self._device = str(inference.pick_device())

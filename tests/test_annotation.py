@@ -22,7 +22,7 @@ def user_data(tmp_path, monkeypatch):
 def test_document_model_is_qt_free_and_gui_never_imports_training_loop():
     code = (
         "import sys, petseg_desktop.annotation; assert 'PyQt5' not in sys.modules, 'Qt imported'; "
-        "import petseg_desktop.app, petseg_desktop.main_window, petseg_desktop.export_dialog, petseg_desktop.inference; "
+        "import petseg_desktop.app, petseg_desktop.main_window, petseg_desktop.export_dialog, models.predictor; "
         "bad = [m for m in sys.modules if m in ('training.fit', 'training.prompt_training')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

@@ -253,8 +253,8 @@ def test_prompt_accept_undo_save_reopen(qtbot, window, photos, dialogs, tmp_path
 
 
 def test_coalescing_shows_only_the_latest(qtbot, window, photos, tiny_prompt_checkpoint):
-    from petseg_desktop.inference import load_predictor
-    from training.images import load_rgb
+    from models.predictor import load_predictor
+    from models.images import load_rgb
 
     w = window
     image = sorted(photos.iterdir())[1]

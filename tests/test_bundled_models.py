@@ -12,7 +12,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 from models.discovery import BUNDLED, discover_checkpoints
-from petseg_desktop.inference import find_checkpoint, load_predictor, load_segmenter
+from models.predictor import find_checkpoint, load_predictor, load_segmenter
 from training.data import find_samples, load_sample
 from training.evaluate import object_target, simulate_clicks, spread_subset
 from training.metrics import ConfusionMatrix

@@ -27,7 +27,8 @@ from training.data import (
     sample_weights,
     train_val_split,
 )
-from training.images import MASK_PALETTE, save_png_atomic
+from models.classes import MASK_PALETTE
+from models.images import save_png_atomic
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 BLUE, RED, GREEN = (0, 0, 255), (255, 0, 0), (0, 255, 0)

@@ -63,7 +63,7 @@ def test_noc_and_box_helpers():
 
 
 def test_semantic_eval_tiny_model(pet_samples, tiny_semantic_checkpoint):
-    from petseg_desktop.inference import load_segmenter
+    from models.predictor import load_segmenter
 
     result = evaluate_semantic(load_segmenter(tiny_semantic_checkpoint, "cpu"), pet_samples)
     assert result["images"] == 3 and len(result["rows"]) == 3
@@ -104,7 +104,7 @@ def test_prompt_eval_oracle(pet_samples):
 
 
 def test_prompt_eval_tiny_model_and_grabcut(pet_samples, tiny_prompt_checkpoint):
-    from petseg_desktop.inference import load_predictor
+    from models.predictor import load_predictor
     from training.grabcut import GrabCutPredictor
 
     model = evaluate_prompt(load_predictor(tiny_prompt_checkpoint, "cpu"), pet_samples, max_clicks=3)
@@ -168,7 +168,7 @@ def test_eval_cli_writes_json(tmp_path, pets_root, tiny_prompt_checkpoint, tiny_
 
 def test_semantic_foreground_matches_a_direct_foreground_run(pet_samples, tiny_semantic_checkpoint):
     """The pet-vs-background row read off the 3-class confusion matrices equals segmenting again."""
-    from petseg_desktop.inference import load_segmenter
+    from models.predictor import load_segmenter
 
     segmenter = load_segmenter(tiny_semantic_checkpoint, "cpu")
     derived = semantic_foreground("tiny", evaluate_semantic(segmenter, pet_samples))

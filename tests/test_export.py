@@ -14,9 +14,9 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from petseg_desktop.export import COCO_FILE, expand_inputs, export_images, main, rle_encode
-from petseg_desktop.inference import load_segmenter
-from training.geometry import letterbox
-from training.images import load_rgb, to_model_tensor
+from models.predictor import load_segmenter
+from models.geometry import letterbox, to_model_tensor
+from models.images import load_rgb
 
 COLOURS = {(0, 0, 0): 0, (128, 0, 0): 1, (0, 128, 0): 2}
 

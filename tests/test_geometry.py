@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from training.data import MASK_INTERPOLATION
-from training.geometry import letterbox, letterbox_params, unletterbox
-from training.images import load_mask
+from models.geometry import letterbox, letterbox_params, unletterbox
+from models.images import load_mask
 
 
 def _centroid(weights: np.ndarray) -> tuple[float, float]:

@@ -11,15 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from training import images
-from training.images import (
-    MASK_PALETTE,
-    ImageLoadError,
-    load_mask,
-    load_rgb,
-    save_png_atomic,
-    to_model_tensor,
-)
+from models import images
+from models.classes import MASK_PALETTE
+from models.geometry import to_model_tensor
+from models.images import ImageLoadError, load_mask, load_rgb, save_png_atomic
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models import discovery
-from petseg_desktop.inference import NoModelError, find_checkpoint, load_predictor, load_segmenter, pick_device
-from training.images import load_rgb
+from models.predictor import NoModelError, find_checkpoint, load_predictor, load_segmenter, pick_device
+from models.images import load_rgb
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from models.encoders import (
     load_imagenet_weights,
 )
 from models.prompts import render_prompt_maps, render_prompt_maps_batch
-from models.registry import PROMPT, SEMANTIC, architecture_names, build_model, get_architecture
+from models.classes import PROMPT, SEMANTIC
+from models.registry import architecture_names, build_model, get_architecture
 
 TINY = {"base": 8, "depth": 3}
 SIZE = 64

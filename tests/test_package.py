@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petseg_desktop.inference import load_segmenter
-from training.images import load_rgb
+from models.predictor import load_segmenter
+from models.images import load_rgb
 
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from petseg_desktop.prefetch import ImagePrefetcher
-from training.images import ImageLoadError, load_rgb
+from models.images import ImageLoadError, load_rgb
 
 
 class CountingDecoder:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.images import load_rgb
+from models.images import load_rgb
 from training.perturbations import LEVELS, PERTURBATIONS, perturb
 
 
@@ -134,7 +134,7 @@ def test_robustness_command_writes_csv_plots_and_summary(tmp_path, pets_root, ti
 
 
 def test_robustness_prompt_runner_box_and_clicks(pets_root, tiny_prompt_checkpoint):
-    from petseg_desktop.inference import load_predictor
+    from models.predictor import load_predictor
     from training.data import find_samples, load_sample
     from training.robustness import _PromptRunner, summarize
 

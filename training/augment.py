@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from torch.utils.data import get_worker_info
 
-from training.data import VOID
+from models.classes import VOID
 
 STRENGTHS = ("none", "light", "strong")
 

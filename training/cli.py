@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from models.checkpoint import CheckpointError
 
         try:
-            from training.images import ImageLoadError
+            from models.images import ImageLoadError
         except ImportError:  # pragma: no cover
             ImageLoadError = ValueError  # type: ignore[assignment]
         if isinstance(error, (CheckpointError, ImageLoadError)):

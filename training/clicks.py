@@ -17,7 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-VOID = 255
+from models.classes import VOID
+
 
 Click = tuple[int, int, bool]
 

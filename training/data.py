@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.geometry import letterbox
-from training.images import IMAGE_SUFFIXES, load_mask, load_rgb, to_model_tensor
+from models.classes import BACKGROUND, CAT, CLASS_NAMES, DOG, VOID
+from models.geometry import letterbox, to_model_tensor
+from models.images import IMAGE_SUFFIXES, load_mask, load_rgb
 
-VOID = 255
-CLASS_INDEX = {"cat": 1, "dog": 2}
-LABEL_VALUES = (0, 1, 2, VOID)
+CLASS_INDEX = {CLASS_NAMES[CAT]: CAT, CLASS_NAMES[DOG]: DOG}
+LABEL_VALUES = (BACKGROUND, CAT, DOG, VOID)
 PROCESSED, OXFORD, FOLDERS = "processed", "oxford", "folders"
 OXFORD_SPLIT_FILES = {"trainval": "trainval.txt", "test": "test.txt"}
 # cv2's INTER_NEAREST samples half a pixel off the centres INTER_LINEAR uses; the exact

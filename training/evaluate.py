@@ -1,6 +1,6 @@
 """``petseg-train eval``: evaluate a checkpoint through the public inference API.
 
-Everything goes through ``petseg_desktop.inference`` (``Segmenter.segment`` and
+Everything goes through ``models.predictor`` (``Segmenter.segment`` and
 ``Predictor.set_image/predict``), so the numbers are what users of the app get, at the photos'
 original resolution.
 
@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from models.classes import CLASS_NAMES
 from training.clicks import next_click
 
 NOC_THRESHOLDS = (0.85, 0.90)
@@ -87,7 +88,7 @@ def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None 
     from training.data import load_sample
     from training.metrics import ConfusionMatrix
 
-    class_names = list((getattr(segmenter, "metadata", None) or {}).get("class_names") or ("background", "cat", "dog"))
+    class_names = list((getattr(segmenter, "metadata", None) or {}).get("class_names") or CLASS_NAMES)
     total = ConfusionMatrix(num_classes=len(class_names))
     rows = []
     seconds = 0.0
@@ -419,7 +420,7 @@ def _load_baseline(name: str) -> Any:
 
 def run_eval(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, read_metadata
-    from petseg_desktop.inference import NoModelError
+    from models.predictor import NoModelError
     from training.data import find_samples
 
     baseline = getattr(args, "baseline", None)
@@ -461,7 +462,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "limit": limit,
     }
     if task == "semantic":
-        from petseg_desktop.inference import load_segmenter
+        from models.predictor import load_segmenter
 
         try:
             segmenter = load_segmenter(checkpoint, getattr(args, "device", None))
@@ -479,7 +480,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         results = []
         if task == "prompt":
-            from petseg_desktop.inference import load_predictor
+            from models.predictor import load_predictor
 
             try:
                 predictor = load_predictor(checkpoint, getattr(args, "device", None))

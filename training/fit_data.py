@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.classes import VOID
 from models.errors import one_line
 from training.runtime import Runtime
 
@@ -98,7 +99,7 @@ def train_dataset(args: argparse.Namespace, data: Data,
 
 def pixel_class_counts(samples: Sequence[Any]) -> list[int]:
     """Labelled pixels per class (background, cat, dog) over the samples' masks; void not counted."""
-    from training.data import VOID, load_labels
+    from training.data import load_labels
 
     counts = np.zeros(3, dtype=np.int64)
     for s in samples:

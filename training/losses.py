@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-VOID = 255
+from models.classes import VOID
+
 LOSS_NAMES = ("ce_dice", "focal_dice", "ce")
 
 

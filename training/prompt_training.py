@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.classes import VOID
+
 from training.clicks import largest_error_click, next_click
 
-VOID = 255
 # Initial prompt kinds and their probabilities.
 PROMPT_KINDS = ("clicks", "box", "box+click")
 PROMPT_PROBS = (0.5, 0.3, 0.2)

@@ -278,7 +278,7 @@ def _json_safe(value: Any) -> Any:
 
 def run_robustness(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, read_metadata
-    from petseg_desktop.inference import NoModelError
+    from models.predictor import NoModelError
     from training.data import find_samples
 
     checkpoint = Path(args.checkpoint)
@@ -299,11 +299,11 @@ def run_robustness(args: argparse.Namespace) -> int:
     mode = getattr(args, "prompt", "box") or "box"
     try:
         if task == "semantic":
-            from petseg_desktop.inference import load_segmenter
+            from models.predictor import load_segmenter
 
             runner: Any = _SemanticRunner(load_segmenter(checkpoint, device))
         else:
-            from petseg_desktop.inference import load_predictor
+            from models.predictor import load_predictor
 
             runner = _PromptRunner(load_predictor(checkpoint, device), mode)
     except (NoModelError, CheckpointError) as error:

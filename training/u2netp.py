@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from petseg_desktop.inference import check_image
+from models.images import check_image
 
 INPUT_SIZE = 320
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.classes import CLASS_NAMES, VOID
+
 from training.runtime import Runtime, autocast_context, batch_to_device
 
-VOID = 255  # label of pixels no loss or metric counts (unlabelled border, letterbox padding)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ValSet:
 def build_val_set(samples: Sequence[Any], size: int, normalization: dict[str, list[float]], rt: Runtime) -> ValSet:
     """The validation photos at ``size`` px, with this rank's label masks at full resolution."""
     from training.data import SegmentationDataset, load_labels
-    from training.geometry import letterbox_params
+    from models.geometry import letterbox_params
 
     dataset = SegmentationDataset(samples, size, normalization, augment=None)
     indices = list(range(rt.rank, len(samples), rt.world))
@@ -55,8 +56,7 @@ def _val_batches(val: ValSet, batch_size: int) -> torch.utils.data.DataLoader:
 def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
                       rt: Runtime) -> dict[str, Any]:
     """``val_loss``, ``miou`` and ``per_class_iou`` (None for a class absent everywhere)."""
-    from models.checkpoint import CLASS_NAMES
-    from training.geometry import unletterbox
+    from models.geometry import unletterbox
 
     model.eval()
     matrix = np.zeros((3, 3), dtype=np.int64)
@@ -92,7 +92,7 @@ def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args:
 def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
                     rt: Runtime) -> dict[str, Any]:
     """``val_loss`` (after 3 clicks), ``iou_1click``, ``iou_3click`` and ``miou`` (= ``iou_3click``)."""
-    from training.geometry import unletterbox
+    from models.geometry import unletterbox
     from training.prompt_training import binary_target, simulate_eval_clicks
 
     model.eval()

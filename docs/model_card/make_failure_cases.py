@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from petseg_desktop.inference import load_segmenter
+from models.predictor import load_segmenter
 from training.data import find_samples, load_sample
-from training.images import MASK_PALETTE, save_png_atomic
+from models.classes import MASK_PALETTE
+from models.images import save_png_atomic
 
 PETS = Path(__file__).resolve().parents[3] / "shared" / "pets"
 COLOURS = np.array(MASK_PALETTE[: 256 * 3], dtype=np.uint8).reshape(-1, 3)

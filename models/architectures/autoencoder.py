@@ -12,10 +12,8 @@ import torch
 
 from models.architectures.blocks import EncoderModel, UNetDecoder
 from models.encoders import ScratchEncoder
-from models.registry import SEMANTIC, register
 
 
-@register("autoencoder", SEMANTIC)
 class Autoencoder(EncoderModel):
     """Scratch conv encoder + skip-less reconstruction decoder + U-Net segmentation decoder."""
 

@@ -13,10 +13,8 @@ from torch import nn
 
 from models.architectures.blocks import EncoderModel, UNetDecoder
 from models.encoders import ClipRN50Encoder, ConvBNReLU, ScratchEncoder
-from models.registry import SEMANTIC, register
 
 
-@register("clip", SEMANTIC)
 class ClipSegmenter(EncoderModel):
     """U-Net decoder over CLIP RN50's stem (1/2) and layer1..layer4 (1/4..1/32) features.
 
@@ -49,7 +47,6 @@ class BottleneckFusion(nn.Module):
         return self.fuse(torch.cat([bottleneck, *projected], dim=1))
 
 
-@register("clip_unet", SEMANTIC)
 class ClipUNet(EncoderModel):
     """A scratch U-Net (``base``, ``depth``) whose bottleneck is fused with CLIP layer3 and layer4.
 

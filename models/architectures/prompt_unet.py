@@ -14,7 +14,6 @@ from torch import nn
 
 from models.architectures.blocks import EncoderModel, UNetDecoder
 from models.encoders import ConvBNReLU, build_encoder
-from models.registry import PROMPT, register
 
 PROMPT_CHANNELS = 4  # positive clicks, negative clicks, box, previous mask
 MAX_PROMPT_WIDTH = 64
@@ -45,7 +44,6 @@ class PromptEncoder(nn.Module):
         return features
 
 
-@register("prompt_unet", PROMPT)
 class PromptUNet(EncoderModel):
     """Prompt U-Net on a ``scratch`` or ``effnet_lite0`` image encoder (see the module doc)."""
 

@@ -11,10 +11,8 @@ from torch import nn
 
 from models.architectures.blocks import EncoderModel, UNetDecoder
 from models.encoders import build_encoder
-from models.registry import SEMANTIC, register
 
 
-@register("unet", SEMANTIC)
 class UNet(EncoderModel):
     """U-Net: encoder ``scratch`` (base*2**i channels, ``depth`` poolings) or ``effnet_lite0``.
 

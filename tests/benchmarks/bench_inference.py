@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from models.checkpoint import make_metadata, save_checkpoint  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from petseg_desktop.export import export_images  # noqa: E402
-from petseg_desktop.inference import NoModelError, find_checkpoint, load_predictor  # noqa: E402
-from training.images import load_mask, load_rgb  # noqa: E402
+from models.predictor import NoModelError, find_checkpoint, load_predictor  # noqa: E402
+from models.images import load_mask, load_rgb  # noqa: E402
 
 PETS_TEST = REPO.parent / "shared" / "pets" / "Test" / "color"
 SIZES = {"0.5 MP": (816, 612), "12 MP": (4000, 3000), "24 MP": (6000, 4000)}  # width, height
@@ -115,7 +115,7 @@ def run_case(checkpoint: Path, width: int, height: int, trained: bool) -> dict:
 
 def export_throughput(checkpoint: Path, limit: int) -> tuple[float, int, int]:
     """Images/s exporting index PNGs for ``limit`` Test photos (evenly spread: cats and dogs)."""
-    from petseg_desktop.inference import load_segmenter
+    from models.predictor import load_segmenter
 
     photos = sorted(PETS_TEST.glob("*.jpg"))
     photos = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, min(limit, len(photos)))]

@@ -1,4 +1,4 @@
-"""Reading photos and masks from disk, writing PNGs atomically, and turning photos into model input.
+"""Reading photos and masks from disk, checking image arrays, and writing PNGs atomically.
 
 Every reading failure (missing file, not an image, truncated or corrupt data, an image too large
 to decode safely) becomes an :class:`ImageLoadError` whose message is one line naming the file.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
+from models.classes import MASK_COLOURS
 from models.errors import one_line
 from models.files import atomic_path
 
@@ -22,11 +23,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # (a warning above its MAX_IMAGE_PIXELS, 89 MP by default, an error above twice that) still
 # applies and its error is reported the same way.
 MAX_PIXELS = 150_000_000
-
-# Mask colours, by class index: what `load_mask` understands in RGB masks and what
-# `save_png_atomic(..., palette=MASK_PALETTE)` writes (the colours of the Oxford-IIIT Pet masks).
-MASK_COLOURS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 255: (255, 255, 255)}
-MASK_PALETTE = [channel for index in range(256) for channel in MASK_COLOURS.get(index, (0, 0, 0))]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -148,14 +144,10 @@ def save_png_atomic(path: str | Path, array: np.ndarray, palette: Sequence[int] 
     return path
 
 
-def to_model_tensor(rgb: np.ndarray, normalization: dict[str, Sequence[float]]) -> torch.Tensor:
-    """Turn an HxWx3 uint8 RGB array into a normalised 1x3xHxW float tensor.
-
-    ``normalization`` is ``{"mean": [r, g, b], "std": [r, g, b]}`` on 0..1 pixel values.
-    """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
-    mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(normalization["std"], dtype=torch.float32).view(3, 1, 1)
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-    return tensor.sub_(mean).div_(std).unsqueeze(0)
+def check_image(rgb: Any) -> np.ndarray:
+    """Return ``rgb`` if it is an HxWx3 uint8 array; raise ValueError saying what is wrong otherwise."""
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(rgb).__name__}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"image must be an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
+    return rgb

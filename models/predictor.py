@@ -27,9 +27,9 @@ from torch import nn
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.discovery import BUNDLED, CheckpointEntry, discover_checkpoints, search_folders
 from models.prompts import render_prompt_maps
-from models.registry import PROMPT, SEMANTIC
-from training.geometry import Letterbox, letterbox, unletterbox
-from training.images import to_model_tensor
+from models.classes import PROMPT, SEMANTIC
+from models.geometry import Letterbox, letterbox, to_model_tensor, unletterbox
+from models.images import check_image
 
 Point = tuple[float, float, bool]
 Box = tuple[float, float, float, float]
@@ -84,15 +84,6 @@ def _load_model(checkpoint: str | Path | None, device: torch.device, task: str) 
     if metadata["task"] != task:
         raise NoModelError(f"{path.name}: a {metadata['task']} model ({metadata['arch']}), not a {task} model")
     return model, metadata
-
-
-def check_image(rgb: Any) -> np.ndarray:
-    """Return ``rgb`` if it is an HxWx3 uint8 array; raise ValueError saying what is wrong otherwise."""
-    if not isinstance(rgb, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(rgb).__name__}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ValueError(f"image must be an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
-    return rgb
 
 
 def _fit(array: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:

@@ -1,4 +1,4 @@
-"""Letterboxing: fit an image into a size x size square without distortion, and map back exactly.
+"""Model input geometry: letterbox a photo into a size x size square, map back exactly, normalise.
 
 The image is resized, keeping its aspect ratio, so that its longer side is ``size``; the shorter
 side is centred and padded. :func:`unletterbox` crops the padding and resizes back to the
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -75,3 +78,16 @@ def unletterbox(array: np.ndarray, box: Letterbox, interpolation: int = cv2.INTE
         raise ValueError(f"expected a {box.size}x{box.size} array, got {array.shape[0]}x{array.shape[1]}")
     crop = array[box.pad_top : box.pad_top + box.new_h, box.pad_left : box.pad_left + box.new_w]
     return np.ascontiguousarray(_resize(crop, box.orig_w, box.orig_h, interpolation))
+
+
+def to_model_tensor(rgb: np.ndarray, normalization: dict[str, Sequence[float]]) -> torch.Tensor:
+    """Turn an HxWx3 uint8 RGB array into a normalised 1x3xHxW float tensor.
+
+    ``normalization`` is ``{"mean": [r, g, b], "std": [r, g, b]}`` on 0..1 pixel values.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(normalization["std"], dtype=torch.float32).view(3, 1, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    return tensor.sub_(mean).div_(std).unsqueeze(0)
