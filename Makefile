@@ -23,13 +23,15 @@ $(U2NETP): | $(BIN)/python
 
 # Reinstall only when the dependency pins change.
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt | $(U2NETP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[train,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/petseg $(ARGS)
 
+# The layer contracts of setup.cfg [importlinter], then the suite.
 test: $(STAMP)
+	$(BIN)/lint-imports --config setup.cfg
 	$(TEST_ENV) $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -31,6 +31,7 @@ def close_when_models_ready(window, started: float) -> list[str]:
     """
     from PyQt5.QtCore import QTimer
 
+    from models.version import __version__
     from petseg_desktop.worker import PROMPT, SEMANTIC
 
     pending = {task for task in (PROMPT, SEMANTIC) if window.models.selected(task)}
@@ -41,7 +42,7 @@ def close_when_models_ready(window, started: float) -> list[str]:
             return  # already finished (the time-out fired late)
         loaded = [f"{Path(path).name} on {device}"
                   for path, _, device in map(window.models.loaded_info, (PROMPT, SEMANTIC)) if path]
-        print(f"petseg startup check: window and models ready in {time.perf_counter() - started:.2f} s; "
+        print(f"petseg {__version__} startup check: window and models ready in {time.perf_counter() - started:.2f} s; "
               f"loaded: {', '.join(loaded) or 'none'}; {'; '.join(failures) or 'ok'}", flush=True)
         window.close()
 

@@ -6,6 +6,7 @@ coordinates; results from the worker thread are awaited with qtbot.waitUntil, ne
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication, QMessageBox
 
+from models.version import __version__
 from petseg_desktop.annotation import CAT, DOG, find_sidecar
 from petseg_desktop.main_window import MainWindow
 from petseg_desktop.worker import PROMPT, SEMANTIC
@@ -611,6 +613,10 @@ def test_startup_check_opens_the_window_with_the_bundled_models_and_exits(tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert "petseg-prompt-effnet256.safetensors" in run.stdout and "petseg-unet-effnet256.safetensors" in run.stdout
     assert run.stdout.rstrip().endswith("ok")
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    assert __version__ == setup["metadata"]["version"]  # read from the installed distribution
+    assert f"petseg {__version__} startup check" in run.stdout
 
 
 def test_a_tiny_saved_window_size_is_not_restored(qtbot, isolated, dialogs) -> None:

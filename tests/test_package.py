@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from models.predictor import load_segmenter
+from models.version import __version__
 from models.images import load_rgb
 
 
@@ -80,5 +81,7 @@ def test_bundled_app_opens_window_loads_models_and_closes(package_dir: Path, tmp
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
     assert "ready in" in run.stdout and run.stdout.rstrip().endswith("ok")
+    assert f"petseg {__version__} startup check" in run.stdout  # the bundle knows setup.cfg's version
+    assert __version__ != "unknown"
     for name in BUNDLED_MODELS:
         assert name in run.stdout
