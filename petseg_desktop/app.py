@@ -31,8 +31,8 @@ def close_when_models_ready(window, started: float) -> list[str]:
     """
     from PyQt5.QtCore import QTimer
 
+    from models.classes import PROMPT, SEMANTIC
     from models.version import __version__
-    from petseg_desktop.worker import PROMPT, SEMANTIC
 
     pending = {task for task in (PROMPT, SEMANTIC) if window.models.selected(task)}
     failures = [] if pending else ["no model found"]

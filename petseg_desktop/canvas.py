@@ -12,8 +12,9 @@ from PyQt5.QtCore import QPointF, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PyQt5.QtWidgets import QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView
 
-from petseg_desktop.annotation import PALETTE
+from models.classes import CAT, DOG
 
+OVERLAY_COLOURS = {CAT: (255, 140, 0), DOG: (30, 144, 255)}  # accepted objects: orange cat, blue dog
 CURRENT_COLOUR = (255, 230, 0)  # the object being edited: yellow
 DRAG_THRESHOLD = 5  # screen pixels before a press becomes a box drag
 POINT_RADIUS = 5  # screen pixels (dots keep their size under zoom)
@@ -34,9 +35,8 @@ def rgba_to_qimage(rgba: np.ndarray) -> QImage:
 def labels_rgba(labels: np.ndarray, alpha: int = 255) -> np.ndarray:
     """Class-coloured RGBA of a label map; background fully transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
-    for cid, rgb in PALETTE.items():
-        if cid:
-            lut[cid] = (*rgb, alpha)
+    for cid, rgb in OVERLAY_COLOURS.items():
+        lut[cid] = (*rgb, alpha)
     return lut[labels]
 
 
@@ -52,7 +52,6 @@ class Canvas(QGraphicsView):
     pointClicked = pyqtSignal(int, int, bool)  # x, y, positive
     boxDrawn = pyqtSignal(int, int, int, int)  # x0, y0, x1, y1 (exclusive end)
     strokeFinished = pyqtSignal(object, int, bool)  # [(x, y)], radius in image px, erase
-    zoomChanged = pyqtSignal(float)
     cursorMoved = pyqtSignal(int, int)
 
     def __init__(self, parent=None) -> None:
@@ -157,9 +156,6 @@ class Canvas(QGraphicsView):
         self._overlay_visible = visible
         self._apply_opacity()
 
-    def overlay_visible(self) -> bool:
-        return self._overlay_visible
-
     def _apply_opacity(self) -> None:
         for item in (self._objects_item, self._current_item):
             item.setVisible(self._overlay_visible)
@@ -169,7 +165,6 @@ class Canvas(QGraphicsView):
     def fit(self) -> None:
         if self.has_image():
             self.fitInView(self.sceneRect(), Qt.KeepAspectRatio)
-            self.zoomChanged.emit(self.zoom())
 
     def zoom(self) -> float:
         return self.transform().m11()
@@ -185,7 +180,6 @@ class Canvas(QGraphicsView):
         moved = self.mapFromScene(fixed) - anchor
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
-        self.zoomChanged.emit(self.zoom())
 
     def wheelEvent(self, event) -> None:
         delta = event.angleDelta().y()
@@ -195,10 +189,6 @@ class Canvas(QGraphicsView):
 
     def image_pos(self, view_pos) -> QPointF:
         return self.mapToScene(view_pos)
-
-    def view_pos(self, x: float, y: float):
-        """The viewport position of image pixel (x, y)'s centre (used by tests and tools)."""
-        return self.mapFromScene(QPointF(x + 0.5, y + 0.5))
 
     def _clamped_pixel(self, scene: QPointF) -> tuple[int, int]:
         w, h = self._image_size
@@ -301,9 +291,6 @@ class Canvas(QGraphicsView):
         if x1 - x0 < 2 or y1 - y0 < 2:
             return None
         return x0, y0, x1, y1
-
-    def box_in_progress(self) -> bool:
-        return self._dragging_box
 
     def cancel_box(self) -> bool:
         """Esc: drop a box being dragged; True if there was one."""

@@ -8,16 +8,13 @@ later shows it again without a model run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PyQt5.QtWidgets import QUndoCommand
 
 from petseg_desktop.annotation import AnnotationObject, Prompts
-
-if TYPE_CHECKING:  # pragma: no cover
-    from petseg_desktop.editor import Editor
 
 
 @dataclass(frozen=True)
@@ -31,22 +28,27 @@ class State:
     resolved: bool = True  # the probabilities belong to these prompts (no model run outstanding)
 
 
-class StateCommand(QUndoCommand):
-    """Switch the editor between ``before`` and ``after``; ``predict`` asks the model on first redo."""
+# Shows a state: ``restore(state, predict_for)``; ``predict_for`` is the command whose prompts the
+# model must answer now (its result goes to ``set_result``), or None.
+Restore = Callable[[State, "StateCommand | None"], None]
 
-    def __init__(self, editor: Editor, text: str, before: State, after: State, predict: bool = False) -> None:
+
+class StateCommand(QUndoCommand):
+    """Switch between ``before`` and ``after`` with ``restore``; ``predict`` asks the model on first redo."""
+
+    def __init__(self, restore: Restore, text: str, before: State, after: State, predict: bool = False) -> None:
         super().__init__(text)
-        self.editor = editor
+        self.restore = restore
         self.before = before
         self.after = after
         self.predict = predict
 
     def redo(self) -> None:
         wants_model = self.predict and not self.after.resolved
-        self.editor.restore(self.after, predict_for=self if wants_model else None)
+        self.restore(self.after, self if wants_model else None)
 
     def undo(self) -> None:
-        self.editor.restore(self.before)
+        self.restore(self.before, None)
 
     def set_result(self, probabilities: np.ndarray) -> None:
         """The model's answer to this command's prompts: remembered for later redo."""

@@ -15,32 +15,27 @@ import numpy as np
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QUndoStack
 
+from models.classes import CAT, CLASS_NAMES, MASK_PALETTE
+from models.images import load_rgb, save_png_atomic
 from petseg_desktop.annotation import (
-    CAT,
-    CLASS_NAMES,
     AnnotationObject,
     ImageAnnotation,
     Prompts,
-    SidecarError,
-    colour_path,
     compose_labels,
-    find_sidecar,
-    mask_path,
     objects_from_labels,
     other_class,
-    sidecar_path,
     suggest_class,
 )
 from petseg_desktop.commands import State, StateCommand
+from petseg_desktop.folder import colour_path, mask_path
 from petseg_desktop.prefetch import ImagePrefetcher
-from models.images import load_rgb
+from petseg_desktop.sidecar import SidecarError, find_sidecar, load_document, save_document
 
 AUTOSAVE_DELAY_MS = 400
 
 
 class Editor(QObject):
     changed = pyqtSignal()  # prompts, current mask or objects changed: redraw
-    imageOpened = pyqtSignal(object)  # Path
     annotatedChanged = pyqtSignal(object, bool)  # Path, has objects
     predictionShown = pyqtSignal(float)  # model seconds of the mask now shown
     message = pyqtSignal(str)
@@ -80,7 +75,7 @@ class Editor(QObject):
         self.flush()
         shape = rgb.shape[:2]
         try:
-            doc = ImageAnnotation.load(path, shape)
+            doc = load_document(path, shape)
         except SidecarError as problem:
             doc = ImageAnnotation(path, *shape)
             bad = find_sidecar(path)
@@ -102,7 +97,6 @@ class Editor(QObject):
         self.worker.set_image(self.image_id, rgb)
         if self.semantic_available:
             self.worker.segment(self.image_id)
-        self.imageOpened.emit(path)
         self.changed.emit()
 
     def close_image(self) -> None:
@@ -190,7 +184,7 @@ class Editor(QObject):
         self.changed.emit()
 
     def _push(self, text: str, after: State, predict: bool = False, before: State | None = None) -> None:
-        self.stack.push(StateCommand(self, text, before or self.capture(), after, predict))
+        self.stack.push(StateCommand(self.restore, text, before or self.capture(), after, predict))
 
     # ------------------------------------------------------------------ what is shown
     def current_mask(self) -> np.ndarray | None:
@@ -339,7 +333,7 @@ class Editor(QObject):
         if self.doc is None or not self._dirty:
             return
         try:
-            self.doc.save(sidecar_path(self.doc.image_path), self.threshold)
+            save_document(self.doc, threshold=self.threshold)
         except OSError as problem:
             if not self._autosave_error_shown:
                 self._autosave_error_shown = True
@@ -350,9 +344,6 @@ class Editor(QObject):
 
     def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
         """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""
-        from models.classes import MASK_PALETTE
-        from models.images import save_png_atomic
-
         d = self.doc
         if d is None:
             return []

@@ -25,16 +25,12 @@ import numpy as np
 
 from models.errors import one_line
 from models.files import atomic_path
-from models.classes import SEMANTIC
-from models.classes import MASK_PALETTE
+from models.classes import CLASS_NAMES, MASK_PALETTE, PET_CLASSES, SEMANTIC
 from models.images import IMAGE_SUFFIXES, load_rgb, save_png_atomic
 
 FORMATS = ("png", "color", "coco")
 COCO_FILE = "annotations.json"
-COCO_CATEGORIES = [
-    {"id": 1, "name": "cat", "supercategory": "pet"},
-    {"id": 2, "name": "dog", "supercategory": "pet"},
-]
+COCO_CATEGORIES = [{"id": cid, "name": CLASS_NAMES[cid], "supercategory": "pet"} for cid in PET_CLASSES]
 PREFETCH = 2  # photos decoded ahead of the model, in a background thread
 
 Progress = Callable[[int, int, Path], None]
@@ -143,7 +139,7 @@ class _Coco:
         self._next_image_id += 1
         h, w = labels.shape
         images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-        for category in (1, 2):
+        for category in PET_CLASSES:
             mask = labels == category
             if not mask.any():
                 continue

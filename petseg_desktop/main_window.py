@@ -12,14 +12,15 @@ from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
 
+from models.classes import PROMPT, SEMANTIC
 from models.version import __version__
-from petseg_desktop.annotation import is_annotated, list_images
 from petseg_desktop.canvas import Canvas
 from petseg_desktop.dialogs import InfoDialog, ShortcutsDialog, about_html, describe_model, keep_open, model_info_html
 from petseg_desktop.editor import Editor
+from petseg_desktop.folder import is_annotated, list_images
 from petseg_desktop.model_menu import ModelMenus
 from petseg_desktop.panels import Controls, FileList, ObjectPanel
-from petseg_desktop.worker import PROMPT, SEMANTIC, WorkerHost
+from petseg_desktop.worker import WorkerHost
 
 MAX_RECENT = 8
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from PyQt5.QtWidgets import QAction, QActionGroup, QMenu
 
-from petseg_desktop.worker import PROMPT, SEMANTIC
+from models.classes import PROMPT, SEMANTIC
 
 TITLES = {PROMPT: "Prompt model (clicks and boxes)", SEMANTIC: "Semantic model (class, auto-segment)"}
 

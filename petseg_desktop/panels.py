@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt5.QtCore import Qt, pyqtSignal
+from PyQt5.QtCore import QPointF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PyQt5.QtWidgets import (
     QComboBox,
@@ -20,7 +20,8 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from petseg_desktop.annotation import CAT, CLASS_NAMES, DOG, PALETTE
+from models.classes import CLASS_NAMES, PET_CLASSES
+from petseg_desktop.canvas import OVERLAY_COLOURS
 
 PATH_ROLE = Qt.UserRole
 STATE_ROLE = Qt.UserRole + 1  # "annotated", "todo" or "failed"
@@ -46,8 +47,6 @@ def dot_icon(colour: QColor, filled: bool, mark: str = "") -> QIcon:
 
 
 def _points(pairs):
-    from PyQt5.QtCore import QPointF
-
     return [QPointF(x, y) for x, y in pairs]
 
 
@@ -123,8 +122,8 @@ class ObjectPanel(QWidget):
         self.list.setToolTip("Double-click an object to re-edit it (its prompts and mask come back)")
         self.list.itemDoubleClicked.connect(lambda item: self.editRequested.emit(self.list.row(item)))
         self.combo = QComboBox()
-        for cid in (CAT, DOG):
-            self.combo.addItem(dot_icon(QColor(*PALETTE[cid]), True), CLASS_NAMES[cid], cid)
+        for cid in PET_CLASSES:
+            self.combo.addItem(dot_icon(QColor(*OVERLAY_COLOURS[cid]), True), CLASS_NAMES[cid], cid)
         self.combo.setToolTip("Class of the selected object (C toggles)")
         self.combo.activated.connect(lambda i: self.classChosen.emit(self.combo.itemData(i)))
         delete = QPushButton("Delete")
@@ -151,7 +150,7 @@ class ObjectPanel(QWidget):
             text = f"{i + 1}. {obj.class_name}  ({obj.area:,} px, {obj.source})"
             if i == editing:
                 text += "  [editing]"
-            item = QListWidgetItem(dot_icon(QColor(*PALETTE[obj.class_id]), True), text)
+            item = QListWidgetItem(dot_icon(QColor(*OVERLAY_COLOURS[obj.class_id]), True), text)
             self.list.addItem(item)
         self.list.setCurrentRow(keep)
         self.list.blockSignals(False)

@@ -35,7 +35,6 @@ class InferenceWorker(QObject):
     predicted = pyqtSignal(int, int, object, float)  # image id, request id, HxW float32, seconds
     segmented = pyqtSignal(int, object, float)  # image id, (HxW uint8 labels, HxW cat-minus-dog or None), s
     failed = pyqtSignal(str, str)  # what ("predict", "segment", "image"), one-line reason
-    busyChanged = pyqtSignal(bool)
     _wake = pyqtSignal()
 
     def __init__(self, device: str | None = None) -> None:
@@ -73,18 +72,10 @@ class InferenceWorker(QObject):
     def segment(self, image_id: int) -> None:
         self._post("segment", image_id)
 
-    def has_pending(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
-
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
             self._pending.clear()
-
-    @property
-    def device(self) -> str:
-        return self._device or "?"
 
     # ------------------------------------------------------------------ worker thread
     def _take(self) -> tuple[Any, Any] | None:
@@ -101,19 +92,15 @@ class InferenceWorker(QObject):
         taken = self._take()
         if taken is None:
             return
-        self.busyChanged.emit(True)
-        try:
-            while taken is not None:
-                key, value = taken
-                try:
-                    self._serve(key, value)
-                except Exception as error:  # noqa: BLE001 - every failure becomes a signal
-                    traceback.print_exc()
-                    what = key[0] if isinstance(key, tuple) else key
-                    self.failed.emit(what, one_line(error))
-                taken = self._take()
-        finally:
-            self.busyChanged.emit(False)
+        while taken is not None:
+            key, value = taken
+            try:
+                self._serve(key, value)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a signal
+                traceback.print_exc()
+                what = key[0] if isinstance(key, tuple) else key
+                self.failed.emit(what, one_line(error))
+            taken = self._take()
 
     def _serve(self, key: Any, value: Any) -> None:
         if isinstance(key, tuple):

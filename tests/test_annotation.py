@@ -1,4 +1,4 @@
-"""The Qt-free annotation document: RLE, composition, class suggestion, sidecars and paths."""
+"""The Qt-free annotation document (composition, class suggestion), its sidecar file (RLE, JSON) and folder paths."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.classes import CAT, DOG
 from petseg_desktop import annotation as ann
-from petseg_desktop.annotation import CAT, DOG, AnnotationObject, ImageAnnotation, Prompts, SidecarError
+from petseg_desktop import folder, sidecar
+from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
+from petseg_desktop.sidecar import SidecarError, load_document, save_document
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +24,8 @@ def user_data(tmp_path, monkeypatch):
 
 def test_document_model_is_qt_free_and_gui_never_imports_training_loop():
     code = (
-        "import sys, petseg_desktop.annotation; assert 'PyQt5' not in sys.modules, 'Qt imported'; "
+        "import sys, petseg_desktop.annotation, petseg_desktop.sidecar, petseg_desktop.folder; "
+        "assert 'PyQt5' not in sys.modules, 'Qt imported'; "
         "import petseg_desktop.app, petseg_desktop.main_window, petseg_desktop.export_dialog, models.predictor; "
         "bad = [m for m in sys.modules if m in ('training.fit', 'training.prompt_training')]; assert not bad, bad"
     )
@@ -33,16 +37,16 @@ def test_rle_round_trip(seed):
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
     mask = rng.random(shape) < [0.0, 0.3, 0.5, 0.9, 1.0, 0.05][seed]
-    rle = ann.rle_encode(mask)
+    rle = sidecar.rle_encode(mask)
     assert sum(rle["counts"]) == mask.size
-    assert np.array_equal(ann.rle_decode(json.loads(json.dumps(rle))), mask)
+    assert np.array_equal(sidecar.rle_decode(json.loads(json.dumps(rle))), mask)
 
 
 def test_rle_rejects_bad_counts():
     with pytest.raises(SidecarError):
-        ann.rle_decode({"size": [2, 2], "counts": [1, 1]})
+        sidecar.rle_decode({"size": [2, 2], "counts": [1, 1]})
     with pytest.raises(SidecarError):
-        ann.rle_decode({"size": "x"})
+        sidecar.rle_decode({"size": "x"})
 
 
 def test_composition_later_objects_on_top():
@@ -54,7 +58,6 @@ def test_composition_later_objects_on_top():
     assert labels.tolist() == [[1, 1, 2, 2, 2]] * 4
     labels = ann.compose_labels([AnnotationObject(DOG, b), AnnotationObject(CAT, a)], (4, 5))
     assert labels.tolist() == [[1, 1, 1, 2, 2]] * 4
-    assert ann.colourise(labels)[0, 0].tolist() == list(ann.PALETTE[CAT])
 
 
 def test_suggest_class_from_labels_probabilities_and_evidence():
@@ -97,54 +100,78 @@ def _doc(tmp_path):
 
 def test_sidecar_round_trip(tmp_path):
     image, doc = _doc(tmp_path)
-    path = doc.save(threshold=0.5)
+    path = save_document(doc, threshold=0.5)
     assert path == tmp_path / ".petseg" / "Abyssinian_1.jpg.json"
     assert not [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
-    back = ImageAnnotation.load(image, (6, 8))
+    back = load_document(image, (6, 8))
     assert len(back.objects) == 1
     assert back.objects[0].class_id == DOG and np.array_equal(back.objects[0].mask, doc.objects[0].mask)
     assert back.objects[0].prompts == doc.objects[0].prompts
     assert back.prompts == doc.prompts
     assert np.array_equal(back.probabilities >= 0.5, doc.probabilities >= 0.5)
     assert np.array_equal(back.label_map(), doc.label_map())
-    assert ann.is_annotated(image) and ann.sidecar_has_objects(image)
+    assert folder.is_annotated(image) and sidecar.has_objects(image)
 
 
 def test_sidecar_of_another_size_or_corrupt_is_refused(tmp_path):
     image, doc = _doc(tmp_path)
-    doc.save()
+    save_document(doc)
     with pytest.raises(SidecarError):
-        ImageAnnotation.load(image, (7, 8))
-    ann.sidecar_path(image).write_text("{not json")
+        load_document(image, (7, 8))
+    sidecar.sidecar_path(image).write_text("{not json")
     with pytest.raises(SidecarError):
-        ImageAnnotation.load(image, (6, 8))
-    assert not ann.is_annotated(image)
+        load_document(image, (6, 8))
+    assert not folder.is_annotated(image)
 
 
 def test_read_only_folder_falls_back_to_user_data(tmp_path, monkeypatch):
     image, doc = _doc(tmp_path)
-    monkeypatch.setattr(ann, "_folder_writable", lambda folder: False)
-    path = doc.save()
+    monkeypatch.setattr(sidecar, "_folder_writable", lambda folder: False)
+    path = save_document(doc)
     assert str(path).startswith(str(tmp_path / "xdg" / "petseg" / "annotations"))
-    assert ann.find_sidecar(image) == path
-    assert len(ImageAnnotation.load(image, (6, 8)).objects) == 1
+    assert sidecar.find_sidecar(image) == path
+    assert len(load_document(image, (6, 8)).objects) == 1
 
 
 def test_paths_and_listing(tmp_path):
     for name in ("b.jpg", "A.png", "a_mask.png", "a_mask_colour.png", ".hidden.jpg", "notes.txt", "C.JPEG"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub.jpg").mkdir()
-    assert [p.name for p in ann.list_images(tmp_path)] == ["A.png", "b.jpg", "C.JPEG"]
-    assert ann.mask_path(tmp_path / "b.jpg") == tmp_path / "b_mask.png"
-    assert ann.mask_path(tmp_path / "b.jpg", tmp_path / "out") == tmp_path / "out" / "b_mask.png"
-    assert not ann.is_annotated(tmp_path / "b.jpg")
+    assert [p.name for p in folder.list_images(tmp_path)] == ["A.png", "b.jpg", "C.JPEG"]
+    assert folder.mask_path(tmp_path / "b.jpg") == tmp_path / "b_mask.png"
+    assert folder.mask_path(tmp_path / "b.jpg", tmp_path / "out") == tmp_path / "out" / "b_mask.png"
+    assert not folder.is_annotated(tmp_path / "b.jpg")
     (tmp_path / "b_mask.png").write_bytes(b"")
-    assert ann.is_annotated(tmp_path / "b.jpg")
+    assert folder.is_annotated(tmp_path / "b.jpg")
 
 
 def test_prompts_value_semantics():
     p = Prompts().with_point(1.7, 2, True).with_box((0, 0, 5, 5))
     q = p.with_point(3, 3, False)
     assert p.points == [(1, 2, True)] and len(q.points) == 2 and q.box == (0, 0, 5, 5)
-    assert Prompts.from_json(q.to_json()) == q
+    assert sidecar.prompts_from_json(sidecar.prompts_to_json(q)) == q
     assert not p.is_empty() and Prompts().is_empty()
+
+
+def test_version_1_sidecar_still_loads(tmp_path):
+    """A sidecar as PetSeg has written it since format version 1 (the bytes must keep loading)."""
+    image = tmp_path / "pug_1.jpg"
+    image.write_bytes(b"")
+    (tmp_path / ".petseg").mkdir()
+    (tmp_path / ".petseg" / "pug_1.jpg.json").write_text(
+        '{"format":"petseg-annotation","version":1,"image":"pug_1.jpg","width":3,"height":2,'
+        '"modified":"2024-05-01T10:00:00+00:00","objects":[{"class":"dog","class_id":2,"source":"prompt",'
+        '"prompts":{"points":[[1,0,1],[2,1,0]],"box":[0,0,3,2]},"mask":{"size":[2,3],"counts":[1,2,3]}}],'
+        '"current":{"prompts":{"points":[[0,1,1]],"box":null},"mask":{"size":[2,3],"counts":[3,3]},"editing":null}}'
+    )
+    doc = load_document(image, (2, 3))
+    assert [(o.class_id, o.class_name, o.source) for o in doc.objects] == [(DOG, "dog", "prompt")]
+    assert doc.objects[0].mask.tolist() == [[False, True, True], [False, False, False]]
+    assert doc.objects[0].prompts == Prompts([(1, 0, True), (2, 1, False)], (0, 0, 3, 2))
+    assert doc.prompts == Prompts([(0, 1, True)]) and doc.editing is None
+    assert doc.current_mask().tolist() == [[False] * 3, [True] * 3]
+    saved = sidecar.document_to_json(doc)
+    assert saved["objects"] == [
+        {"class": "dog", "class_id": 2, "source": "prompt",
+         "prompts": {"points": [[1, 0, 1], [2, 1, 0]], "box": [0, 0, 3, 2]}, "mask": {"size": [2, 3], "counts": [1, 2, 3]}}
+    ]

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PyQt5.QtCore import QEvent, QPoint, QSettings, Qt
+from PyQt5.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication, QMessageBox
 
+from models.classes import CAT, DOG, PROMPT, SEMANTIC
 from models.version import __version__
-from petseg_desktop.annotation import CAT, DOG, find_sidecar
 from petseg_desktop.main_window import MainWindow
-from petseg_desktop.worker import PROMPT, SEMANTIC
+from petseg_desktop.sidecar import find_sidecar
 
 WAIT = 30000  # ms; the models are tiny, but the machine is shared
 
@@ -107,13 +107,18 @@ def wait_mask(qtbot, w: MainWindow) -> None:
     qtbot.waitUntil(lambda: not w.editor.busy(), timeout=WAIT)
 
 
+def view_pos(w: MainWindow, x: float, y: float) -> QPoint:
+    """The viewport position of image pixel (x, y)'s centre."""
+    return w.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5))
+
+
 def click(w: MainWindow, x: int, y: int, button=Qt.LeftButton, modifier=Qt.NoModifier) -> None:
-    QTest.mouseClick(w.canvas.viewport(), button, modifier, w.canvas.view_pos(x, y))
+    QTest.mouseClick(w.canvas.viewport(), button, modifier, view_pos(w, x, y))
 
 
 def drag(w: MainWindow, start: tuple[int, int], end: tuple[int, int], button=Qt.LeftButton) -> None:
     viewport = w.canvas.viewport()
-    a, b = w.canvas.view_pos(*start), w.canvas.view_pos(*end)
+    a, b = view_pos(w, *start), view_pos(w, *end)
     mid = QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2)
     QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonPress, a, button, button, Qt.NoModifier))
     for p in (mid, b):
@@ -348,10 +353,10 @@ def test_reedit_delete_auto_segment_and_escape(qtbot, window, photos):
     click(w, 10, 10)
     wait_mask(qtbot, w)
     viewport = w.canvas.viewport()
-    a, b = w.canvas.view_pos(20, 20), w.canvas.view_pos(200, 150)
+    a, b = view_pos(w, 20, 20), view_pos(w, 200, 150)
     QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonPress, a, Qt.LeftButton, Qt.LeftButton, Qt.NoModifier))
     QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, b, Qt.NoButton, Qt.LeftButton, Qt.NoModifier))
-    assert w.canvas.box_in_progress()
+    assert w.canvas._rubber.isVisible()  # a box is being dragged
     key(qtbot, w, "Esc")
     QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonRelease, b, Qt.LeftButton, Qt.NoButton, Qt.NoModifier))
     assert doc.prompts.box is None and len(doc.prompts.points) == 1
@@ -363,11 +368,10 @@ def test_view_controls(qtbot, window, photos):
     w = window
     open_and_wait(qtbot, w, sorted(photos.iterdir())[0])
     fitted = w.canvas.zoom()
-    from PyQt5.QtCore import QPointF
     from PyQt5.QtGui import QWheelEvent
 
     h, w_px = w.editor.doc.shape
-    pos = w.canvas.view_pos(w_px // 3, h // 3)
+    pos = view_pos(w, w_px // 3, h // 3)
     for step in range(2):  # the first notch makes the image overflow the view both ways
         under = w.canvas.mapToScene(pos)
         event = QWheelEvent(QPointF(pos), QPointF(w.canvas.viewport().mapToGlobal(pos)), QPoint(0, 0),
