@@ -8,6 +8,7 @@ registry and tells the app what the model is: task, classes, input size and norm
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ METADATA_KEY = "petseg"
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 REQUIRED_KEYS = ("arch", "config", "task", "input_size", "normalization")
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # model input sides a checkpoint may declare
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 class CheckpointError(Exception):
@@ -97,23 +101,76 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path.name}: cannot read ({error.strerror or error})") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{path.name}: corrupt safetensors header") from None
-    if not isinstance(header, dict):
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
         raise CheckpointError(f"{path.name}: corrupt safetensors header")
     raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
-    if raw is None:
+    if not isinstance(raw, str):
         raise CheckpointError(f"{path.name}: safetensors file without PetSeg metadata")
     try:
         metadata = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path.name}: PetSeg metadata is not valid JSON") from None
+    _check_tensor_table(header, path.stat().st_size - 8 - header_len, path.name)
+    _check_metadata(metadata, path.name)
+    return metadata
+
+
+def _check_tensor_table(header: dict[str, Any], data_bytes: int, name: str) -> None:
+    """Every tensor the header declares must have a valid shape and lie inside the file, with as
+    many bytes as its shape needs: a truncated file or a declared 4 TB tensor fails here, before
+    anything is allocated."""
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (_int_list(shape) and _int_list(offsets) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+            raise CheckpointError(f"{name}: corrupt safetensors header (tensor {key})")
+        if offsets[1] > data_bytes:
+            raise CheckpointError(f"{name}: truncated: tensor {key} needs {offsets[1]} bytes of data, "
+                                  f"the file holds {data_bytes}")
+        itemsize = _DTYPE_BYTES.get(info.get("dtype"))
+        if itemsize is None or math.prod(shape) * itemsize != offsets[1] - offsets[0]:
+            raise CheckpointError(f"{name}: tensor {key} declares {info.get('dtype')} {shape} "
+                                  f"but stores {offsets[1] - offsets[0]} bytes")
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _finite_triple(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 3
+            and all(type(v) in (int, float) and math.isfinite(v) for v in value))
+
+
+def _check_metadata(metadata: Any, name: str) -> None:
+    """The metadata's types and values against what loading and inference rely on."""
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{name}: PetSeg metadata is not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in metadata]
     if missing:
-        raise CheckpointError(f"{path.name}: metadata lacks {', '.join(missing)}")
+        raise CheckpointError(f"{name}: metadata lacks {', '.join(missing)}")
     try:
-        get_architecture(metadata["arch"])
+        architecture = get_architecture(metadata["arch"])
     except KeyError as error:
-        raise CheckpointError(f"{path.name}: {error.args[0]}") from None
-    return metadata
+        raise CheckpointError(f"{name}: {error.args[0]}") from None
+    if not isinstance(metadata["config"], dict):
+        raise CheckpointError(f"{name}: metadata config is not a JSON object")
+    if metadata["task"] != architecture.task:
+        raise CheckpointError(f"{name}: task {metadata['task']!r} does not match architecture "
+                              f"{architecture.name} (a {architecture.task} model)")
+    size = metadata["input_size"]
+    if type(size) is not int or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE or size % 32:
+        raise CheckpointError(f"{name}: input_size {size!r} is not a multiple of 32 between "
+                              f"{MIN_INPUT_SIZE} and {MAX_INPUT_SIZE}")
+    norm = metadata["normalization"]
+    if not (isinstance(norm, dict) and _finite_triple(norm.get("mean")) and _finite_triple(norm.get("std"))
+            and all(v > 0 for v in norm["std"])):
+        raise CheckpointError(f"{name}: normalization must hold mean and std as 3 finite numbers, std > 0")
+    for key in ("metrics", "training", "hardware"):
+        if not isinstance(metadata.get(key) or {}, dict):
+            raise CheckpointError(f"{name}: metadata {key} is not a JSON object")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
