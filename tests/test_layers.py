@@ -105,3 +105,12 @@ def test_app_starts_without_the_train_extra(train_only: str, tmp_path: Path) -> 
                                    home=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     assert "petseg-prompt-effnet256.safetensors" in run.stdout and run.stdout.rstrip().endswith("ok")
+
+
+def test_opening_the_window_code_loads_neither_torch_nor_training() -> None:
+    """The GUI modules import models/ without torch; only the inference worker loads torch, in its thread."""
+    code = (
+        "import sys, petseg_desktop.main_window, petseg_desktop.editor, petseg_desktop.canvas; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training')); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
