@@ -108,7 +108,7 @@ class ImageAnnotation:
     objects: list[AnnotationObject] = field(default_factory=list)
     prompts: Prompts = field(default_factory=Prompts)
     probabilities: np.ndarray | None = None  # HxW float32 of the object being edited
-    editing: tuple[int, int] | None = None  # (list index, class) of an object taken back for re-edit
+    editing: int | None = None  # index in ``objects`` of the object taken back for re-edit
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -63,7 +63,6 @@ class ExportThread(QThread):
 class ExportDialog(QDialog):
     """Folder in, folder out, semantic model, format; progress with images/s; cancel; failures."""
 
-    finished_export = pyqtSignal(object)  # ExportSummary, or None on failure
     progressed = pyqtSignal(int, int, str)  # done, total, path (GUI thread)
 
     def __init__(self, settings: QSettings, folder: Path | None = None, parent=None) -> None:
@@ -198,13 +197,11 @@ class ExportDialog(QDialog):
         self._finish()
         self.rate_label.setText(f"{summary.images_per_second:.1f} images/s")
         self.log.setPlainText(summary.describe())
-        self.finished_export.emit(summary)
 
     def _on_failed(self, reason: str) -> None:
         self._finish()
         self.rate_label.setText("Export failed")
         self.log.setPlainText(f"Export failed: {reason}")
-        self.finished_export.emit(None)
 
     def closeEvent(self, event) -> None:
         if self.running():

@@ -104,7 +104,7 @@ def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, 
         "current": {
             "prompts": prompts_to_json(doc.prompts),
             "mask": rle_encode(current) if current is not None else None,
-            "editing": list(doc.editing) if doc.editing else None,
+            "editing": _editing_to_json(doc),
         },
     }
 
@@ -122,10 +122,25 @@ def document_from_json(data: dict[str, Any], image_path: Path, shape: tuple[int,
         mask = rle_decode(current["mask"])
         if mask.shape == tuple(shape):
             doc.probabilities = mask.astype(np.float32)
-    editing = current.get("editing")
-    if editing and len(editing) == 2 and int(editing[1]) in PET_CLASSES:
-        doc.editing = (int(editing[0]), int(editing[1]))
+    doc.editing = _editing_from_json(current.get("editing"), doc.objects)
     return doc
+
+
+def _editing_to_json(doc: ImageAnnotation) -> list[int] | None:
+    """``[index, class id]`` of the object being re-edited (the class guards against a stale index)."""
+    if doc.editing is None or not 0 <= doc.editing < len(doc.objects):
+        return None
+    return [doc.editing, doc.objects[doc.editing].class_id]
+
+
+def _editing_from_json(data: Any, objects: list[AnnotationObject]) -> int | None:
+    try:
+        index, class_id = (int(v) for v in data)
+    except (TypeError, ValueError):  # None (no re-edit) or malformed: nothing is being re-edited
+        return None
+    if 0 <= index < len(objects) and objects[index].class_id == class_id:
+        return index
+    return None
 
 
 # --------------------------------------------------------------------------- files

@@ -175,3 +175,22 @@ def test_version_1_sidecar_still_loads(tmp_path):
         {"class": "dog", "class_id": 2, "source": "prompt",
          "prompts": {"points": [[1, 0, 1], [2, 1, 0]], "box": [0, 0, 3, 2]}, "mask": {"size": [2, 3], "counts": [1, 2, 3]}}
     ]
+
+
+@pytest.mark.parametrize("editing", [None, 0, 1])
+def test_object_being_re_edited_is_saved_and_restored(tmp_path, editing):
+    image, doc = _doc(tmp_path)
+    doc.objects.append(AnnotationObject(CAT, np.ones((6, 8), bool)))
+    doc.editing = editing
+    save_document(doc)
+    assert load_document(image, (6, 8)).editing == editing
+
+
+def test_stale_or_malformed_re_edit_is_dropped(tmp_path):
+    image, doc = _doc(tmp_path)
+    data = sidecar.document_to_json(doc)
+    for stale in ([0, CAT], [5, DOG], "x", [1]):  # wrong class, no such object, malformed
+        data["current"]["editing"] = stale
+        assert sidecar.document_from_json(data, image, (6, 8)).editing is None
+    data["current"]["editing"] = [0, DOG]
+    assert sidecar.document_from_json(data, image, (6, 8)).editing == 0
