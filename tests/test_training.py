@@ -71,12 +71,75 @@ def test_losses_ignore_void_and_prefer_correct_logits():
 
 
 def test_lr_schedule_warms_up_then_decays():
-    from training.fit import lr_at
+    from training.fit.schedule import lr_at
 
     lrs = [lr_at(s, 100, 10, 1e-3) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] < 0.05e-3
+
+
+# --------------------------------------------------------------------------- fit options
+
+
+def parse_fit(*argv: str):
+    from training.cli import _explicit_options, build_parser
+    from training.fit import FitConfig
+
+    parser, parsers = build_parser()
+    args = parser.parse_args(["fit", *argv])
+    return FitConfig.from_args(args, _explicit_options(parsers["fit"], argv), ["petseg-train", "fit", *argv])
+
+
+def test_fit_config_is_built_once_from_the_command_line():
+    from training.cli import build_parser
+    from training.fit.config import option_names
+    from training.fit.model_setup import model_config, phase_plan
+
+    _, parsers = build_parser()
+    dests = {a.dest for a in parsers["fit"]._actions if a.dest != "help"}
+    assert dests == set(option_names())  # every option is a typed field, and nothing else
+    cfg = parse_fit("--arch", "unet", "--data", "d", "--lr", "0.01", "--limit", "4")
+    assert (cfg.lr, cfg.limit, cfg.epochs, cfg.encoder, cfg.bf16) == (0.01, 4, 30, None, False)
+    assert cfg.explicit == {"arch", "data", "lr", "limit"} and cfg.argv[:2] == ("petseg-train", "fit")
+    assert model_config(cfg) == {"encoder": "scratch"}  # the registry's default_config
+    assert model_config(parse_fit("--arch", "autoencoder", "--data", "d", "--base", "8")) == {"base": 8}
+    ae = parse_fit("--arch", "autoencoder", "--data", "d", "--ae-epochs", "2", "--epochs", "3")
+    assert phase_plan(ae) == [("reconstruction", 2), ("segmentation", 3)]
+    assert phase_plan(parse_fit("--arch", "autoencoder", "--data", "d", "--ae-epochs", "0")) == [("segmentation", 30)]
+
+
+def test_fit_config_resume_keeps_saved_options_but_the_overridable_ones():
+    saved = parse_fit("--arch", "unet", "--data", "old", "--lr", "0.01", "--epochs", "5", "--seed", "3",
+                      "--device", "cpu", "--workers", "4").options()
+    saved["command"] = "fit"  # old resume states also saved the subcommand; ignored
+    cfg = parse_fit("--arch", "unet", "--data", "new", "--lr", "0.5", "--epochs", "9", "--resume", "r")
+    resumed, ignored = cfg.resumed(saved, "runs/r")
+    assert ignored == ["lr"]  # given, but the saved run's value is kept
+    assert (resumed.lr, resumed.seed, resumed.workers) == (0.01, 3, 4)  # saved
+    assert (resumed.epochs, resumed.data, resumed.device, resumed.resume, resumed.out) == (9, "new", "auto", "r", "runs/r")
+
+
+def test_fit_config_checks_follow_the_registry():
+    from training.fit import FitError
+
+    with pytest.raises(FitError, match="only for unet and prompt_unet"):
+        parse_fit("--arch", "clip", "--data", "d", "--clip-weights", "none", "--encoder", "effnet_lite0").check()
+    parse_fit("--arch", "clip", "--data", "d", "--clip-weights", "none", "--encoder", "scratch").check()
+    with pytest.raises(FitError, match="--clip-weights"):
+        parse_fit("--arch", "clip_unet", "--data", "d").check()
+    with pytest.raises(FitError, match="--ae-epochs"):
+        parse_fit("--arch", "autoencoder", "--data", "d", "--ae-epochs", "-1").check()
+    parse_fit("--arch", "unet", "--data", "d", "--ae-epochs", "-1").check()  # not an option of unet: unused
+
+
+def test_fit_never_branches_on_architecture_names():
+    from models.registry import ARCHITECTURES
+
+    for path in (Path(__file__).parent.parent / "training" / "fit").glob("*.py"):
+        text = path.read_text()
+        for name in ARCHITECTURES:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path.name, name)
 
 
 # --------------------------------------------------------------------------- prompt simulation

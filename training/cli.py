@@ -71,12 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "fit":
-            from training.fit import FitError, run_fit
+            from training.fit import FitConfig, FitError, run_fit
 
-            args.explicit_options = sorted(_explicit_options(parsers["fit"], argv[1:]))
-            args.argv = [PROG, *argv]
+            config = FitConfig.from_args(args, _explicit_options(parsers["fit"], argv[1:]), [PROG, *argv])
             try:
-                return run_fit(args)
+                return run_fit(config)
             except FitError as error:
                 print(f"{PROG}: error: {error}", file=sys.stderr)
                 return 2

@@ -4,13 +4,11 @@
 (seeded; ``--limit`` for smoke runs); :func:`train_dataset` reads them augmented at model size;
 :func:`loss_class_weights` gives ``--class-weights auto``'s loss
 weights; :func:`train_sampler` gives each rank its share of the training photos per epoch, with
-cats oversampled by ``--cat-boost`` (:class:`WeightedDistributedSampler`). ``FitError`` lives
-here, the first of ``fit``'s modules to raise it; :mod:`training.fit` re-exports it.
+cats oversampled by ``--cat-boost`` (:class:`WeightedDistributedSampler`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,13 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.classes import VOID
+from models.classes import SEMANTIC, VOID
 from models.errors import one_line
-from training.runtime import Runtime
-
-
-class FitError(Exception):
-    """A problem the user can fix; ``str(error)`` is a one-line message."""
+from training.fit.config import FitConfig
+from training.fit.errors import FitError
+from training.fit.runtime import Runtime
 
 
 @dataclass
@@ -38,13 +34,13 @@ class Data:
     summary: dict[str, Any]
 
 
-def prepare_samples(args: argparse.Namespace) -> Data:
+def prepare_samples(cfg: FitConfig) -> Data:
     """The labelled TrainVal photos under ``--data``, split by ``--val-fraction`` and ``--seed``."""
     from training.data import detect_layout, find_samples, train_val_split
 
-    root = Path(args.data).expanduser()
+    root = Path(cfg.data).expanduser()
     if not root.is_dir():
-        raise FitError(f"--data {args.data}: no such folder")
+        raise FitError(f"--data {cfg.data}: no such folder")
     try:
         layout = detect_layout(root)
         samples = find_samples(root, "TrainVal")
@@ -52,12 +48,12 @@ def prepare_samples(args: argparse.Namespace) -> Data:
         raise FitError(one_line(error)) from None
     labelled = [s for s in samples if s.mask_path is not None]
     if not labelled:
-        raise FitError(f"--data {args.data}: no labelled photos found")
-    train, val = train_val_split(labelled, args.val_fraction, args.seed)
-    if args.limit:
-        rng = np.random.default_rng(args.seed)
-        train = [train[i] for i in sorted(rng.permutation(len(train))[: args.limit])]
-        val = [val[i] for i in sorted(rng.permutation(len(val))[: max(2, args.limit // 4)])]
+        raise FitError(f"--data {cfg.data}: no labelled photos found")
+    train, val = train_val_split(labelled, cfg.val_fraction, cfg.seed)
+    if cfg.limit:
+        rng = np.random.default_rng(cfg.seed)
+        train = [train[i] for i in sorted(rng.permutation(len(train))[: cfg.limit])]
+        val = [val[i] for i in sorted(rng.permutation(len(val))[: max(2, cfg.limit // 4)])]
     if not train:
         raise FitError("no training photos left after the validation split")
     if not val:
@@ -75,26 +71,26 @@ def prepare_samples(args: argparse.Namespace) -> Data:
         "split": "TrainVal",
         "train_images": len(train),
         "val_images": len(val),
-        "val_fraction": args.val_fraction,
-        "split_seed": args.seed,
-        "limit": args.limit,
+        "val_fraction": cfg.val_fraction,
+        "split_seed": cfg.seed,
+        "limit": cfg.limit,
         "species": {"train": species(train), "val": species(val)},
         "unlabelled_skipped": len(samples) - len(labelled),
     }
     return Data(train, val, summary)
 
 
-def train_dataset(args: argparse.Namespace, data: Data,
+def train_dataset(cfg: FitConfig, data: Data,
                   normalization: dict[str, list[float]]) -> tuple[Any, torch.utils.data.Dataset]:
     """The ``--augment`` pipeline (None for ``none``) and the training photos at ``--size`` px through it."""
     from training.data import SegmentationDataset
 
     augment = None
-    if args.augment != "none":
+    if cfg.augment != "none":
         from training.augment import build_augmentation
 
-        augment = build_augmentation(args.augment, seed=args.seed)
-    return augment, SegmentationDataset(data.train, args.size, normalization, augment=augment)
+        augment = build_augmentation(cfg.augment, seed=cfg.seed)
+    return augment, SegmentationDataset(data.train, cfg.size, normalization, augment=augment)
 
 
 def pixel_class_counts(samples: Sequence[Any]) -> list[int]:
@@ -108,12 +104,12 @@ def pixel_class_counts(samples: Sequence[Any]) -> list[int]:
     return counts.tolist()
 
 
-def loss_class_weights(args: argparse.Namespace, task: str, data: Data, rt: Runtime,
+def loss_class_weights(cfg: FitConfig, task: str, data: Data, rt: Runtime,
                        resume_header: dict[str, Any] | None) -> list[float] | None:
     """``--class-weights auto``: the saved run's weights, or new ones from the training masks."""
     from training.losses import class_weights_from_counts
 
-    if task != "semantic" or args.class_weights != "auto":
+    if task != SEMANTIC or cfg.class_weights != "auto":
         return None
     if resume_header is not None and resume_header.get("class_weights"):
         weights = resume_header["class_weights"]
@@ -145,13 +141,13 @@ class WeightedDistributedSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-def train_sampler(args: argparse.Namespace, rt: Runtime, data: Data,
+def train_sampler(cfg: FitConfig, rt: Runtime, data: Data,
                   train_ds: torch.utils.data.Dataset) -> torch.utils.data.Sampler:
     """This rank's share of the training photos each epoch (cats oversampled with --cat-boost)."""
     from training.data import sample_weights
 
-    if args.cat_boost != 1.0:
-        return WeightedDistributedSampler(sample_weights(data.train, args.cat_boost), rt.world, rt.rank, args.seed)
+    if cfg.cat_boost != 1.0:
+        return WeightedDistributedSampler(sample_weights(data.train, cfg.cat_boost), rt.world, rt.rank, cfg.seed)
     return torch.utils.data.DistributedSampler(
-        train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=args.seed, drop_last=False
+        train_ds, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=False
     )

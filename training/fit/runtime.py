@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -23,6 +22,7 @@ class Runtime:
     local_rank: int
     device: torch.device
     distributed: bool
+    precision: str = "fp32"  # "bf16" or "fp16" (autocast dtype; fp16 with a GradScaler) or "fp32" (no autocast)
 
     @property
     def main(self) -> bool:
@@ -42,11 +42,18 @@ class Runtime:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def autocast(self) -> ContextManager[Any]:
+        """Autocast to ``precision`` on this device (nothing for fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
-def setup_runtime(device_arg: str) -> Runtime:
+
+def setup_runtime(device_arg: str, bf16: bool = False, no_amp: bool = False) -> Runtime:
     """Detect torchrun (WORLD_SIZE/RANK/LOCAL_RANK), pick the device, init the process group.
 
-    ``device_arg`` is ``auto`` (CUDA when available) or a torch device that exists here.
+    ``device_arg`` is ``auto`` (CUDA when available) or a torch device that exists here. The
+    precision is bfloat16 with ``bf16``, else float16 on CUDA unless ``no_amp``, else fp32.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -62,7 +69,8 @@ def setup_runtime(device_arg: str) -> Runtime:
     distributed = world > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Runtime(rank, world, local_rank, device, distributed)
+    precision = "bf16" if bf16 else ("fp16" if device.type == "cuda" and not no_amp else "fp32")
+    return Runtime(rank, world, local_rank, device, distributed, precision)
 
 
 def batch_to_device(batch: dict[str, torch.Tensor], device: torch.device,
@@ -82,16 +90,7 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def autocast_context(device: torch.device, args: argparse.Namespace) -> ContextManager[Any]:
-    """bfloat16 autocast with ``--bf16``, float16 on CUDA unless ``--no-amp``, else nothing."""
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if device.type == "cuda" and not args.no_amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def hardware_summary(rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
+def hardware_summary(rt: Runtime, channels_last: bool) -> dict[str, Any]:
     """Device, software versions and precision, for the checkpoint metadata."""
     info = {
         "device": str(rt.device),
@@ -102,8 +101,8 @@ def hardware_summary(rt: Runtime, args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "precision": "bf16" if args.bf16 else ("fp16" if rt.device.type == "cuda" and not args.no_amp else "fp32"),
-        "channels_last": bool(args.channels_last),
+        "precision": rt.precision,
+        "channels_last": bool(channels_last),
     }
     if rt.device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(rt.device)

@@ -7,7 +7,6 @@ every rank returns the same numbers.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,8 @@ import torch
 from torch import nn
 
 from models.classes import CLASS_NAMES, VOID
-
-from training.runtime import Runtime, autocast_context, batch_to_device
-
+from training.fit.config import FitConfig
+from training.fit.runtime import Runtime, batch_to_device
 
 
 @dataclass
@@ -53,7 +51,7 @@ def _val_batches(val: ValSet, batch_size: int) -> torch.utils.data.DataLoader:
 
 
 @torch.no_grad()
-def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
+def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, cfg: FitConfig,
                       rt: Runtime) -> dict[str, Any]:
     """``val_loss``, ``miou`` and ``per_class_iou`` (None for a class absent everywhere)."""
     from models.geometry import unletterbox
@@ -61,9 +59,9 @@ def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args:
     model.eval()
     matrix = np.zeros((3, 3), dtype=np.int64)
     loss_sum, batches = 0.0, 0
-    for batch in _val_batches(val, args.batch_size):
-        images, masks = batch_to_device(batch, rt.device, args.channels_last)
-        with autocast_context(rt.device, args):
+    for batch in _val_batches(val, cfg.batch_size):
+        images, masks = batch_to_device(batch, rt.device, cfg.channels_last)
+        with rt.autocast():
             logits = model(images)
         loss_sum += float(criterion(logits.float(), masks))
         batches += 1
@@ -89,7 +87,7 @@ def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, args:
 
 
 @torch.no_grad()
-def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, args: argparse.Namespace,
+def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, cfg: FitConfig,
                     rt: Runtime) -> dict[str, Any]:
     """``val_loss`` (after 3 clicks), ``iou_1click``, ``iou_3click`` and ``miou`` (= ``iou_3click``)."""
     from models.geometry import unletterbox
@@ -98,9 +96,9 @@ def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, args: a
     model.eval()
     sums = np.zeros(3)  # iou after 1 click, after 3 clicks, images
     loss_sum, batches = 0.0, 0
-    for batch in _val_batches(val, args.batch_size):
-        images, masks = batch_to_device(batch, rt.device, args.channels_last)
-        with autocast_context(rt.device, args):
+    for batch in _val_batches(val, cfg.batch_size):
+        images, masks = batch_to_device(batch, rt.device, cfg.channels_last)
+        with rt.autocast():
             probs = simulate_eval_clicks(model, images, masks, clicks=3)
         eps = 1e-6
         p3 = probs[2].clamp(eps, 1 - eps)

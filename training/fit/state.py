@@ -1,7 +1,8 @@
-"""Training state for an exact ``--resume``, stored without pickle.
+"""Training state for an exact ``--resume``, stored without pickle, and where ``--resume`` finds it.
 
-Optimizer moments and RNG states go into a safetensors file as tensors; scalars, the scaler and
-everything JSON-able (epoch, step, best score, history) go into its metadata.
+Optimizer moments and RNG states go into a safetensors file (:data:`STATE_NAME` in the run
+folder) as tensors; scalars, the scaler and everything JSON-able (epoch, step, best score,
+history, the run's options by argparse dest) go into its metadata.
 """
 
 from __future__ import annotations
@@ -16,6 +17,29 @@ import torch
 
 from models.errors import one_line
 from models.files import atomic_path
+from training.fit.errors import FitError
+
+# The leading dot keeps the app's checkpoint discovery from listing it as an unusable model.
+STATE_NAME = ".last.state.safetensors"
+
+
+def resolve_resume(resume: str | None, out: str | None) -> Path | None:
+    """The run folder that ``--resume`` (with ``--out``) names, or None to start fresh."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        if out is None:
+            raise FitError("bare --resume needs --out (the run folder to continue)")
+        run = Path(out)
+    else:
+        run = Path(resume)
+        if run.is_file():
+            run = run.parent
+    if (run / STATE_NAME).is_file():
+        return run
+    if resume == "auto":
+        return None  # nothing saved yet: start fresh in --out
+    raise FitError(f"--resume {resume}: no resume state ({STATE_NAME}) in {run}")
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -76,7 +100,7 @@ def save_train_state(path: Path, optimizer: torch.optim.Optimizer, scaler, info:
 
 
 def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and header written by :func:`save_train_state`; ValueError if damaged."""
+    """The tensors and header written by :func:`save_train_state`; FitError if damaged."""
     from safetensors import safe_open
 
     try:
@@ -84,7 +108,7 @@ def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             header = json.loads((f.metadata() or {})["petseg_train_state"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as error:  # safetensors, JSON and key errors alike mean a damaged file
-        raise ValueError(f"{path}: unreadable resume state ({one_line(error)})") from None
+        raise FitError(f"{path}: unreadable resume state ({one_line(error)})") from None
     return tensors, header
 
 

@@ -1,0 +1,60 @@
+"""``run_fit``: one ``petseg-train fit`` invocation, from its config to the trained run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from training.fit.config import FitConfig
+from training.fit.loop import start_phase, train_phase
+from training.fit.run import Progress, announce, build_run, load_saved_weights
+from training.fit.run_log import RunLog
+from training.fit.runtime import Runtime, setup_runtime
+from training.fit.state import STATE_NAME, read_train_state, resolve_resume
+
+
+def run_fit(cfg: FitConfig) -> int:
+    """Train as ``cfg`` says (continuing the saved run with ``--resume``); returns the exit code.
+    Raises FitError for user errors."""
+    started = time.time()
+    resume_dir = resolve_resume(cfg.resume, cfg.out)
+    resume_tensors, resume_header = None, None
+    if resume_dir is not None:
+        resume_tensors, resume_header = read_train_state(resume_dir / STATE_NAME)
+        cfg, ignored = cfg.resumed(resume_header["args"], str(resume_dir))
+        if ignored and os.environ.get("RANK", "0") == "0":
+            names = ", ".join("--" + c.replace("_", "-") for c in ignored)
+            print(f"note: --resume keeps the run's saved {names} (only --epochs, --workers, --device, "
+                  "--patience, --stop-after-epochs, --data can change)", file=sys.stderr)
+    cfg.check()
+    rt = setup_runtime(cfg.device, cfg.bf16, cfg.no_amp)
+    try:
+        return _fit(cfg, rt, started, resume_tensors, resume_header)
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _fit(cfg: FitConfig, rt: Runtime, started: float, resume_tensors: dict[str, torch.Tensor] | None,
+         resume_header: dict[str, Any] | None) -> int:
+    """Build the run, then train its phases epoch by epoch (from the resume state when given)."""
+    run = build_run(cfg, rt, started, resume_header)
+    progress = Progress() if resume_header is None else Progress.saved(resume_header)
+    if resume_header is not None and not load_saved_weights(run, progress):
+        return 0
+    announce(run)
+    run_log = RunLog(run.out)
+    for index in range(progress.start_phase, len(run.phases)):
+        resuming = resume_header is not None and index == progress.start_phase
+        phase, first_epoch = start_phase(run, index, (resume_tensors, resume_header) if resuming else None)
+        if train_phase(run, phase, first_epoch, progress, run_log):
+            break
+    if rt.main:
+        run_log.finish(progress.history)
+    rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
+    return 0

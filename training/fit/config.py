@@ -1,0 +1,200 @@
+"""``petseg-train fit``'s options: the command-line flags and :class:`FitConfig`, built once from them.
+
+What differs between architectures (help texts, checks) comes from their registry entries
+(:data:`models.registry.ARCHITECTURES`), never from their names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from models.classes import PROMPT
+from models.registry import (
+    ARCHITECTURES,
+    CLIP_RN50,
+    RECONSTRUCTION,
+    Architecture,
+    architecture_names,
+    get_architecture,
+)
+from training.fit.errors import FitError
+
+ENCODERS = ("scratch", "effnet_lite0")
+SCRATCH = ENCODERS[0]  # what every architecture's encoder is without ImageNet weights
+MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keywords, where arch.options lists them
+
+# Options a resumed run takes from the command line when given there; all others come from
+# the saved run (changing them would not continue the same training).
+RESUME_OVERRIDABLE = frozenset({"epochs", "patience", "data", "workers"})  # workers: the augmentation seeds depend on it
+# Options of one invocation only: never taken from the saved run.
+INVOCATION_ONLY = frozenset({"device", "stop_after_epochs", "no_progress", "resume", "out"})
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Every ``fit`` option (named by its argparse dest), plus what the command line said about them."""
+
+    arch: str
+    data: str
+    out: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    size: int = 256
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    resume: str | None = None
+    encoder: str | None = None  # None: the architecture's default_config
+    base: int | None = None
+    depth: int | None = None
+    clip_weights: str | None = None
+    loss: str = "ce_dice"
+    class_weights: str = "none"
+    cat_boost: float = 1.0
+    augment: str = "strong"
+    bf16: bool = False
+    no_amp: bool = False
+    channels_last: bool = False
+    patience: int = 0
+    val_fraction: float = 0.1
+    limit: int | None = None
+    ae_epochs: int = 10
+    clicks_rounds: int = 3
+    stop_after_epochs: int | None = None
+    no_progress: bool = False
+    # not options:
+    explicit: frozenset[str] = frozenset()  # the options given on the command line
+    argv: tuple[str, ...] = ()  # the command line, for the checkpoint metadata
+
+    @classmethod
+    def from_args(cls, namespace: argparse.Namespace, explicit: Iterable[str] = (),
+                  argv: Iterable[str] = ()) -> FitConfig:
+        """The config of parsed ``fit`` arguments; ``explicit``: the dests given on the command line."""
+        return cls(**{name: getattr(namespace, name) for name in option_names()},
+                   explicit=frozenset(explicit), argv=tuple(argv))
+
+    @property
+    def architecture(self) -> Architecture:
+        """The registry entry of ``arch``."""
+        return get_architecture(self.arch)
+
+    def options(self) -> dict[str, Any]:
+        """The options by argparse dest: what the resume state saves."""
+        return {name: getattr(self, name) for name in option_names()}
+
+    def resumed(self, saved: Mapping[str, Any], run: str) -> tuple[FitConfig, list[str]]:
+        """This invocation continuing the run in folder ``run`` whose saved options are ``saved``.
+
+        Saved options win, except those of one invocation only and the overridable ones given on
+        the command line. Also returns the options given here that the saved ones replace.
+        """
+        names = set(option_names())
+        kept, ignored = {}, []
+        for key, value in saved.items():
+            if key not in names or key in INVOCATION_ONLY or (key in RESUME_OVERRIDABLE and key in self.explicit):
+                continue
+            if key in self.explicit and getattr(self, key) != value:
+                ignored.append(key)
+            kept[key] = value
+        return replace(self, out=run, **kept), ignored
+
+    def check(self) -> None:
+        """FitError for option values (and a CUDA ``--device``) that cannot work."""
+        arch = self.architecture
+        if self.size <= 0 or self.size % 32:
+            raise FitError(f"--size {self.size}: must be a positive multiple of 32")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise FitError("--epochs and --batch-size must be at least 1")
+        if RECONSTRUCTION in arch.phases and self.ae_epochs < 0:
+            raise FitError("--ae-epochs must be 0 or more")
+        if not 0 < self.val_fraction < 1:
+            raise FitError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
+        if arch.pretrained == CLIP_RN50 and self.clip_weights is None:
+            raise FitError(
+                f"{self.arch} needs --clip-weights PATH|openai|none (a local open_clip RN50 weights file, "
+                "'openai' from open_clip's cache, or 'none' for random init: tests and smoke runs only)"
+            )
+        if self.encoder not in (None, SCRATCH) and "encoder" not in arch.options:
+            raise FitError(f"--encoder {self.encoder} is only for {_names(_takes('encoder'), ' and ')}")
+        for key in ("base", "depth"):
+            if getattr(self, key) is not None and key not in arch.options:
+                raise FitError(f"--{key} is not an option of architecture {self.arch}")
+        if self.device != "auto" and torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise FitError(f"--device {self.device}: CUDA is not available here")
+
+
+def option_names() -> list[str]:
+    """The argparse dests of ``fit``'s options, in FitConfig's order."""
+    return [f.name for f in fields(FitConfig) if f.name not in ("explicit", "argv")]
+
+
+def _takes(option: str) -> Callable[[Architecture], bool]:
+    return lambda arch: option in arch.options
+
+
+def _names(predicate: Callable[[Architecture], bool], sep: str = "/") -> str:
+    """The registry's architectures for which ``predicate`` holds, in table order, for help texts."""
+    return sep.join(a.name for a in ARCHITECTURES.values() if predicate(a))
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fit`` subcommand's options (defaults: FitConfig's)."""
+    d = {f.name: f.default for f in fields(FitConfig) if f.default is not MISSING}
+    clip, reconstructs = _names(lambda a: a.pretrained == CLIP_RN50), _names(lambda a: RECONSTRUCTION in a.phases)
+    p = parser
+    p.add_argument("--arch", required=True, choices=architecture_names(), help="architecture to train")
+    p.add_argument("--data", required=True, help="pet data root (processed, Oxford or images+masks layout)")
+    p.add_argument("--out", default=d["out"], help="output folder (default runs/<arch>-<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs (segmentation phase)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step (per process under torchrun)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"], help="linear warm-up length (then cosine)")
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="gradient norm clip (0 = off)")
+    p.add_argument("--size", type=int, default=d["size"], help="square model input in pixels (multiple of 32)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--workers", type=int, default=d["workers"], help="data loader worker processes")
+    p.add_argument("--device", default=d["device"], help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--resume", nargs="?", const="auto", default=d["resume"], metavar="RUN",
+        help="continue a run: a run folder or its last.safetensors (bare --resume: --out's; "
+        "starts fresh when there is nothing to resume yet)",
+    )
+    p.add_argument("--encoder", choices=ENCODERS, default=d["encoder"],
+                   help=f"{_names(_takes('encoder'))} encoder: from scratch (the default) or ImageNet EfficientNet-Lite0")
+    p.add_argument("--base", type=int, default=d["base"], help="model base width (architecture default if omitted)")
+    p.add_argument("--depth", type=int, default=d["depth"], help="model depth (architecture default if omitted)")
+    p.add_argument("--clip-weights", default=d["clip_weights"], metavar="PATH|openai|none",
+                   help=f"{clip}: RN50 weights file, 'openai' (open_clip cache), or 'none' "
+                   "(random init: tests and smoke runs only)")
+    p.add_argument("--loss", choices=("ce_dice", "focal_dice", "ce"), default=d["loss"],
+                   help="semantic loss (the prompt model always uses BCE + Dice)")
+    p.add_argument("--class-weights", choices=("none", "auto"), default=d["class_weights"],
+                   help="auto: inverse-sqrt pixel frequency over the training masks")
+    p.add_argument("--cat-boost", type=float, default=d["cat_boost"],
+                   help="oversample cat photos by this factor (2 balances Oxford-IIIT Pet)")
+    p.add_argument("--augment", choices=("none", "light", "strong"), default=d["augment"])
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA)")
+    p.add_argument("--no-amp", action="store_true", help="CUDA: disable fp16 autocast + GradScaler")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--patience", type=int, default=d["patience"],
+                   help="early stop after N epochs without a better val mIoU (0 = off)")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                   help="share of TrainVal held out for validation")
+    p.add_argument("--limit", type=int, default=d["limit"],
+                   help="use only N training images (and at most max(2, N//4) validation images): smoke runs")
+    p.add_argument("--ae-epochs", type=int, default=d["ae_epochs"], help=f"{reconstructs}: reconstruction (phase 1) epochs")
+    p.add_argument("--clicks-rounds", type=int, default=d["clicks_rounds"],
+                   help=f"{_names(lambda a: a.task == PROMPT)}: max corrective click rounds per batch")
+    p.add_argument("--stop-after-epochs", type=int, default=d["stop_after_epochs"], metavar="N",
+                   help="stop this invocation after N epochs (continue later with --resume)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")

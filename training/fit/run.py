@@ -1,0 +1,168 @@
+"""One ``fit`` invocation's shared state: :class:`Run` (built once by :func:`build_run`), its
+:class:`Progress` and the :class:`Phase` it trains."""
+
+from __future__ import annotations
+
+import random
+import shlex
+import sys
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from models.registry import SEGMENTATION, Architecture
+from training.fit import model_setup
+from training.fit.config import FitConfig
+from training.fit.data import Data, loss_class_weights, prepare_samples, train_dataset, train_sampler
+from training.fit.runtime import Runtime, cpu_has_fast_bf16, hardware_summary
+from training.fit.validation import ValSet, build_val_set
+
+
+@dataclass
+class Run:
+    """What every epoch of one ``fit`` invocation shares."""
+
+    cfg: FitConfig  # out: the resolved output folder
+    arch: Architecture
+    rt: Runtime
+    out: Path
+    data: Data
+    config: dict[str, Any]  # the builder config
+    model: nn.Module
+    pretrained: str
+    augment: Any  # training.augment's pipeline, or None
+    train_ds: torch.utils.data.Dataset
+    val: ValSet
+    class_weights: list[float] | None
+    criterion: nn.Module
+    sampler: torch.utils.data.Sampler
+    steps_per_epoch: int
+    drop_last: bool
+    phases: list[tuple[str, int]]  # (name, epochs), in the order they train
+    started: float  # time.time() when this invocation started
+    prior_seconds: float  # time spent by the invocations this one resumes
+    hardware: dict[str, Any]
+    command: str
+
+
+@dataclass
+class Progress:
+    """The run's record so far: saved in the resume state, advanced by every epoch."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)  # one log row per epoch
+    best: float = -1.0  # best validation mIoU
+    best_epoch: int = 0  # its epoch within the segmentation phase
+    start_phase: int = 0  # where this invocation starts: a phase index...
+    start_epoch: int = 0  # ...and the epochs already done in that phase
+    epochs_this_run: int = 0
+
+    @classmethod
+    def saved(cls, header: dict[str, Any]) -> Progress:
+        """The progress recorded in a resume state's header."""
+        return cls(header["history"], header["best"], header["best_epoch"],
+                   start_phase=header["phase_index"], start_epoch=header["phase_epoch"])
+
+    def record(self, row: dict[str, Any], metrics: dict[str, Any], epoch: int) -> bool:
+        """Add an epoch's log row; True when its validation mIoU is the best so far."""
+        self.history.append(row)
+        improved = row["phase"] == SEGMENTATION and metrics["miou"] > self.best
+        if improved:
+            self.best, self.best_epoch = metrics["miou"], epoch + 1
+        self.epochs_this_run += 1
+        return improved
+
+
+@dataclass
+class Phase:
+    """One phase ready to train: the module a step calls (DDP-wrapped under torchrun), the
+    parameters it trains, a fresh AdamW and GradScaler, and the learning-rate schedule's length."""
+
+    name: str
+    index: int
+    epochs: int
+    step_module: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    total_steps: int
+    warmup_steps: int
+
+
+def build_run(cfg: FitConfig, rt: Runtime, started: float, resume_header: dict[str, Any] | None) -> Run:
+    """Seed, then find the photos and build the model, datasets, loss and sampler (in this order:
+    the model's initial weights come from the seeded RNG)."""
+    from training.losses import build_loss
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    arch = cfg.architecture
+    data = prepare_samples(cfg)
+    out = _output_folder(cfg, rt)
+    cfg = replace(cfg, out=str(out))
+    config, model, pretrained = model_setup.build(cfg, rt, resume_header)
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+    model.to(rt.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    augment, train_ds = train_dataset(cfg, data, model.normalization)
+    val = build_val_set(data.val, cfg.size, model.normalization, rt)
+    class_weights = loss_class_weights(cfg, arch.task, data, rt, resume_header)
+    criterion = build_loss(cfg.loss, arch.task, class_weights).to(rt.device)
+    sampler = train_sampler(cfg, rt, data, train_ds)
+    drop_last = len(sampler) >= cfg.batch_size
+    steps_per_epoch = max(1, len(sampler) // cfg.batch_size) if drop_last else 1
+    return Run(
+        cfg, arch, rt, out, data, config, model, pretrained, augment, train_ds, val, class_weights, criterion,
+        sampler, steps_per_epoch, drop_last, model_setup.phase_plan(cfg), started,
+        prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
+        hardware=hardware_summary(rt, cfg.channels_last),
+        command=" ".join(shlex.quote(a) for a in cfg.argv or sys.argv),
+    )
+
+
+def _output_folder(cfg: FitConfig, rt: Runtime) -> Path:
+    """--out, or ``runs/<arch>-<YYYYmmdd-HHMMSS>`` with one time stamp for all ranks."""
+    out = Path(cfg.out) if cfg.out else Path("runs") / f"{cfg.arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if rt.distributed:
+        holder = [str(out)]
+        dist.broadcast_object_list(holder, src=0)
+        out = Path(holder[0])
+    return out
+
+
+def load_saved_weights(run: Run, progress: Progress) -> bool:
+    """Resuming: load the run's last weights; False (said on stderr) when it has already finished."""
+    from safetensors.torch import load_file
+
+    run.model.load_state_dict(load_file(str(run.out / "last.safetensors"), device="cpu"))
+    phase_name, phase_total = run.phases[progress.start_phase]
+    done = progress.start_phase == len(run.phases) - 1 and progress.start_epoch >= phase_total
+    patience = run.cfg.patience
+    stopped = phase_name == SEGMENTATION and patience and progress.start_epoch - progress.best_epoch >= patience
+    if done or stopped:
+        run.rt.log(f"{run.out}: this run already finished ({'early stop' if stopped else 'all epochs'}); "
+                   f"best val mIoU {progress.best:.4f} at epoch {progress.best_epoch}")
+        return False
+    run.rt.log(f"resuming {run.out} at {phase_name} epoch {progress.start_epoch + 1}")
+    return True
+
+
+def announce(run: Run) -> None:
+    """Say what is trained on what, and warn when --bf16 would be emulated on this CPU."""
+    cfg, rt = run.cfg, run.rt
+    rt.log(f"{cfg.arch} {run.config}: {run.data.summary['train_images']} train / {run.data.summary['val_images']} "
+           f"val photos at {cfg.size} px on {run.hardware['device']} x{rt.world} ({run.hardware['precision']}); "
+           f"writing {run.out}")
+    if cfg.bf16 and rt.device.type == "cpu" and not cpu_has_fast_bf16():
+        rt.log(f"WARNING: --bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
+               "(AVX512-BF16/AMX); bf16 autocast is emulated and MUCH slower (measured 10-37x on AVX2). "
+               "Use --channels-last alone.")
