@@ -1,4 +1,5 @@
-"""Model input geometry: letterbox a photo into a size x size square, map back exactly, normalise.
+"""Model input geometry: letterbox a photo into a size x size square, map back exactly, normalise;
+clip a box prompt to the image.
 
 The image is resized, keeping its aspect ratio, so that its longer side is ``size``; the shorter
 side is centred and padded. :func:`unletterbox` crops the padding and resizes back to the
@@ -8,9 +9,8 @@ original resolution. Coordinates map between the two with pixel centres lined up
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -91,3 +91,20 @@ def to_model_tensor(rgb: np.ndarray, normalization: dict[str, Sequence[float]]) 
     std = torch.tensor(normalization["std"], dtype=torch.float32).view(3, 1, 1)
     tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
     return tensor.sub_(mean).div_(std).unsqueeze(0)
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """A box prompt ``(x0, y0, x1, y1)`` (corners in any order, continuous edges, x1/y1 exclusive)
+    reordered and clipped to a ``width`` x ``height`` image.
+
+    Raises ValueError when ``box`` has not four values or less than a pixel of it lies inside.
+    """
+    if len(box) != 4:
+        raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}")
+    x0, x1 = sorted((float(box[0]), float(box[2])))
+    y0, y1 = sorted((float(box[1]), float(box[3])))
+    x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+    y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"box {tuple(box)} is empty or outside the {width}x{height} image")
+    return x0, y0, x1, y1

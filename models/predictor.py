@@ -28,7 +28,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.discovery import BUNDLED, CheckpointEntry, discover_checkpoints, search_folders
 from models.prompts import render_prompt_maps
 from models.classes import PROMPT, SEMANTIC
-from models.geometry import Letterbox, letterbox, to_model_tensor, unletterbox
+from models.geometry import Letterbox, clip_box, letterbox, to_model_tensor, unletterbox
 from models.images import check_image
 
 Point = tuple[float, float, bool]
@@ -172,17 +172,7 @@ class Predictor(_LoadedModel):
             if not (0 <= x < w and 0 <= y < h):
                 raise ValueError(f"point ({point[0]}, {point[1]}) lies outside the {w}x{h} image")
             checked.append((x, y, positive))
-        clipped = None
-        if box is not None:
-            if len(box) != 4:
-                raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}")
-            x0, x1 = sorted((float(box[0]), float(box[2])))
-            y0, y1 = sorted((float(box[1]), float(box[3])))
-            x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
-            y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                raise ValueError(f"box {tuple(box)} is empty or outside the {w}x{h} image")
-            clipped = (x0, y0, x1, y1)
+        clipped = None if box is None else clip_box(box, w, h)
         if prev_mask is not None and (not isinstance(prev_mask, np.ndarray) or prev_mask.shape != (h, w)):
             shape = getattr(prev_mask, "shape", type(prev_mask).__name__)
             raise ValueError(f"prev_mask must be an array of the image's shape {(h, w)}, got {shape}")

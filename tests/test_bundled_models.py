@@ -14,7 +14,8 @@ from models.checkpoint import load_checkpoint
 from models.discovery import BUNDLED, discover_checkpoints
 from models.predictor import find_checkpoint, load_predictor, load_segmenter
 from training.data import find_samples, load_sample
-from training.evaluate import object_target, simulate_clicks, spread_subset
+from training.click_protocol import object_target, simulate_clicks
+from training.evaluate import spread_subset
 from training.metrics import ConfusionMatrix
 
 MAX_CHECKPOINT_BYTES = 40 * 1024 * 1024

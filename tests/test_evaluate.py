@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from training.data import load_sample
-from training.evaluate import (
-    evaluate_foreground,
-    evaluate_prompt,
-    evaluate_semantic,
-    noc,
-    object_target,
-    semantic_foreground,
-    tight_box,
-)
+from training.click_protocol import noc, object_target, tight_box
+from training.evaluate import evaluate_foreground, evaluate_prompt, evaluate_semantic, semantic_foreground
 
 
 class OracleSegmenter:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.data import MASK_INTERPOLATION
-from models.geometry import letterbox, letterbox_params, unletterbox
+from models.geometry import clip_box, letterbox, letterbox_params, unletterbox
 from models.images import load_mask
 
 
@@ -84,3 +84,14 @@ def test_coordinate_mapping_follows_the_resized_pixels() -> None:
     assert _centroid(boxed) == pytest.approx(box.to_model(x, y), abs=0.1)
     back = unletterbox(boxed, box)
     assert _centroid(back) == pytest.approx((x, y), abs=0.5)
+
+
+def test_clip_box_reorders_clips_and_refuses_empty_boxes() -> None:
+    assert clip_box((30, 20, 10, 5), 40, 30) == (10.0, 5.0, 30.0, 20.0)  # corners in any order
+    assert clip_box((-5.5, -1, 60, 12.5), 40, 30) == (0.0, 0.0, 40.0, 12.5)  # clipped to the image
+    assert clip_box(np.array([3, 4, 4, 5]), 40, 30) == (3.0, 4.0, 4.0, 5.0)  # one pixel is enough
+    for empty in ((5, 5, 5, 20), (5, 5, 5.5, 20), (45, 0, 60, 30), (0, -10, 40, 0)):
+        with pytest.raises(ValueError, match="empty or outside the 40x30 image"):
+            clip_box(empty, 40, 30)
+    with pytest.raises(ValueError, match="a box is"):
+        clip_box((1, 2, 3), 40, 30)

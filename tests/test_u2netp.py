@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.data import load_sample
-from training.evaluate import object_target, tight_box
+from training.click_protocol import object_target, tight_box
 from training.metrics import binary_iou
 from training.u2netp import U2NetpError, U2NetpPredictor
 

@@ -7,15 +7,9 @@ original resolution.
 Semantic models: a confusion matrix over all pixels (void skipped): per-class IoU, Dice and
 pixel accuracy (recall), mean IoU/Dice, overall pixel accuracy, seconds per image.
 
-Prompt models (and the GrabCut baseline, ``--baseline grabcut``): the object is the pet (labels
-1 and 2), void (255) is ignored. Standard click protocol (RITM / f-BRS): the first click comes
-from :func:`training.clicks.next_click` on an empty prediction, every later one from the current
-error; each prediction gets all clicks so far and the previous probabilities as ``prev_mask``;
-the mask is ``probability > 0.5``. NoC@85 / NoC@90 is the number of clicks until the IoU first
-reaches 0.85 / 0.90, ``max_clicks`` (20) when it never does. An image stops early once its IoU
-reached 0.90 after at least 5 clicks (nothing reported depends on later clicks). Mean IoU after
-1, 3 and 5 clicks, and the mIoU from the tight bounding box of the pet's pixels alone
-(``x1``/``y1`` exclusive), and seconds per ``predict`` call.
+Prompt models (and the GrabCut baseline, ``--baseline grabcut``): the standard click protocol of
+:mod:`training.click_protocol` on every image; the table has the mean NoC@85 / NoC@90, the mean
+IoU after 1, 3 and 5 clicks, the mIoU from the pet's tight box, and seconds per ``predict`` call.
 
 The baseline runs on the same images with the same protocol: its first click is the model's
 first click; later clicks follow each method's own errors (that is the protocol). U2-Netp
@@ -38,25 +32,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
-from models.classes import CLASS_NAMES
-from training.clicks import next_click
+from models.checkpoint import CheckpointError, read_metadata
+from models.classes import CLASS_NAMES, VOID
+from models.files import atomic_path
+from training.click_protocol import (
+    DEFAULT_MAX_CLICKS,
+    IOU_AT,
+    NOC_THRESHOLDS,
+    THRESHOLD,
+    InteractivePredictor,
+    evaluate_sample,
+    object_target,
+)
+from training.data import Sample, find_samples, load_sample
+from training.metrics import ConfusionMatrix, binary_iou
 
-NOC_THRESHOLDS = (0.85, 0.90)
-IOU_AT = (1, 3, 5)
-THRESHOLD = 0.5
-EARLY_STOP_IOU = 0.90
-EARLY_STOP_MIN_CLICKS = max(IOU_AT)
-DEFAULT_MAX_CLICKS = 20
 BASELINES = {"grabcut": "GrabCut baseline", "u2netp": "U2-Netp baseline"}
 
 
-def _progress(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable[Any]:
+def progress_bar(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable[Any]:
+    """``items`` with a tqdm progress bar on stderr when ``enabled``."""
     if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
         return items
     return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
 
@@ -73,9 +71,19 @@ def spread_subset(samples: Sequence[Any], limit: int | None) -> list[Any]:
     return [samples[int(i * step)] for i in range(limit)]
 
 
+def labelled_samples(data: Path, split: str, limit: int | None = None) -> list[Sample]:
+    """The ``split``'s samples that have a mask, :func:`spread_subset` to ``limit``.
+
+    Raises FileNotFoundError / NotADirectoryError / ValueError (one line) for missing data or none.
+    """
+    samples = spread_subset([s for s in find_samples(data, split) if s.mask_path is not None], limit)
+    if not samples:
+        raise ValueError(f"no images with masks in {data} (split {split})")
+    return samples
+
+
 def _mean(values: Sequence[float]) -> float | None:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(values)) if values else None
+    return float(np.mean(values)) if len(values) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,14 +93,11 @@ def _mean(values: Sequence[float]) -> float | None:
 def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None = None,
                       progress: bool = False) -> dict[str, Any]:
     """Per-class IoU/Dice/pixel accuracy of ``segmenter.segment(rgb)`` at original resolution."""
-    from training.data import load_sample
-    from training.metrics import ConfusionMatrix
-
     class_names = list((getattr(segmenter, "metadata", None) or {}).get("class_names") or CLASS_NAMES)
     total = ConfusionMatrix(num_classes=len(class_names))
     rows = []
     seconds = 0.0
-    for sample in _progress(spread_subset(samples, limit), "eval", progress):
+    for sample in progress_bar(spread_subset(samples, limit), "eval", progress):
         rgb, mask = load_sample(sample)
         start = time.perf_counter()
         pred = segmenter.segment(rgb)
@@ -126,72 +131,11 @@ def _foreground_iou(matrix: np.ndarray) -> float:
 
 
 def _nan_to_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
+    return None if math.isnan(value) else float(value)
 
 
 # --------------------------------------------------------------------------------------------
 # Prompt (interactive)
-
-
-def object_target(mask: np.ndarray) -> np.ndarray:
-    """Labels (0 bg, 1 cat, 2 dog, 255 void) -> binary target 0 background, 1 pet, 255 void."""
-    target = ((mask == 1) | (mask == 2)).astype(np.uint8)
-    target[mask == 255] = 255
-    return target
-
-
-def tight_box(target: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The pet's tight bounding box (x0, y0, x1, y1), x1/y1 exclusive; None when there is no pet."""
-    ys, xs = np.nonzero(target == 1)
-    if xs.size == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
-    """Clicks until the IoU first reaches ``threshold`` (``max_clicks`` if it never does)."""
-    for k, value in enumerate(ious[:max_clicks], start=1):
-        if value >= threshold:
-            return k
-    return max_clicks
-
-
-def simulate_clicks(predictor: Any, target: np.ndarray, max_clicks: int = DEFAULT_MAX_CLICKS,
-                    early_stop: bool = True) -> dict[str, Any]:
-    """Run the click protocol on the image already given to ``predictor.set_image``.
-
-    Returns ``{"clicks": [(x, y, positive)], "ious": [IoU after click k], "seconds": [per call]}``;
-    ``ious`` has one entry per click made (if the prediction becomes perfect, no more clicks are
-    possible and the last IoU stands for the rest).
-    """
-    from training.metrics import binary_iou
-
-    void = target == 255
-    pred = np.zeros(target.shape, dtype=bool)
-    prev = None
-    clicks: list[tuple[int, int, bool]] = []
-    ious: list[float] = []
-    seconds: list[float] = []
-    for _ in range(max_clicks):
-        click = next_click(pred, target, void)
-        if click is None:
-            break
-        clicks.append(click)
-        start = time.perf_counter()
-        prob = predictor.predict(points=list(clicks), box=None, prev_mask=prev)
-        seconds.append(time.perf_counter() - start)
-        prev = np.asarray(prob, dtype=np.float32)
-        pred = prev > THRESHOLD
-        ious.append(binary_iou(pred, target))
-        if early_stop and len(clicks) >= EARLY_STOP_MIN_CLICKS and ious[-1] >= EARLY_STOP_IOU:
-            break
-    return {"clicks": clicks, "ious": ious, "seconds": seconds}
-
-
-def _iou_after(ious: Sequence[float], k: int) -> float:
-    if not ious:
-        return 0.0
-    return float(ious[min(k, len(ious)) - 1])
 
 
 def _method_name(predictor: Any) -> str:
@@ -202,45 +146,25 @@ def _method_name(predictor: Any) -> str:
     return str(metadata.get("arch", type(predictor).__name__))
 
 
-def evaluate_prompt(predictor: Any, samples: Sequence[Any], max_clicks: int = DEFAULT_MAX_CLICKS,
+def evaluate_prompt(predictor: InteractivePredictor, samples: Sequence[Any], max_clicks: int = DEFAULT_MAX_CLICKS,
                     limit: int | None = None, progress: bool = False, early_stop: bool = True) -> dict[str, Any]:
-    """NoC@85/90, IoU after 1/3/5 clicks, box mIoU and seconds per click for a Predictor-like
-    object (``set_image(rgb)``, ``predict(points, box, prev_mask) -> HxW probabilities``)."""
-    from training.data import load_sample
-    from training.metrics import binary_iou
-
+    """NoC@85/90, IoU after 1/3/5 clicks, box mIoU and seconds per call of the click protocol
+    (:func:`training.click_protocol.evaluate_sample`) over ``samples``, with a row per image."""
     rows = []
     click_seconds: list[float] = []
     box_seconds: list[float] = []
     image_seconds: list[float] = []
-    for sample in _progress(spread_subset(samples, limit), f"eval {_method_name(predictor)}", progress):
+    for sample in progress_bar(spread_subset(samples, limit), f"eval {_method_name(predictor)}", progress):
         rgb, mask = load_sample(sample)
-        target = object_target(mask)
-        box = tight_box(target)
-        if box is None:  # no pet in this mask: nothing to click on
+        row = evaluate_sample(predictor, rgb, object_target(mask), max_clicks, early_stop)
+        if row is None:
             rows.append({"stem": sample.stem, "skipped": "no object pixels"})
             continue
-        start = time.perf_counter()
-        predictor.set_image(rgb)
-        image_seconds.append(time.perf_counter() - start)
-        run = simulate_clicks(predictor, target, max_clicks, early_stop)
-        click_seconds += run["seconds"]
-        start = time.perf_counter()
-        box_prob = predictor.predict(points=[], box=box, prev_mask=None)
-        box_seconds.append(time.perf_counter() - start)
-        ious = run["ious"]
-        row = {
-            "stem": sample.stem,
-            "clicks": [list(c) for c in run["clicks"]],
-            "ious": [round(v, 6) for v in ious],
-            "box": list(box),
-            "box_iou": binary_iou(np.asarray(box_prob) > THRESHOLD, target),
-        }
-        for t in NOC_THRESHOLDS:
-            row[f"noc{round(t * 100)}"] = noc(ious, t, max_clicks)
-        for k in IOU_AT:
-            row[f"iou@{k}"] = _iou_after(ious, k)
-        rows.append(row)
+        seconds = row.pop("seconds")
+        image_seconds.append(seconds["set_image"])
+        click_seconds += seconds["clicks"]
+        box_seconds.append(seconds["box"])
+        rows.append({"stem": sample.stem, **row})
 
     done = [r for r in rows if "skipped" not in r]
     result: dict[str, Any] = {
@@ -273,20 +197,17 @@ def evaluate_prompt(predictor: Any, samples: Sequence[Any], max_clicks: int = DE
 def evaluate_foreground(method: str, foreground: Callable[[np.ndarray], np.ndarray], samples: Sequence[Any],
                         progress: bool = False) -> dict[str, Any]:
     """Pet-vs-background IoU (all pixels, and mean per image) of ``foreground(rgb) -> HxW bool``."""
-    from training.data import load_sample
-    from training.metrics import binary_iou
-
     rows = []
     intersection = union = 0
     seconds = 0.0
-    for sample in _progress(samples, f"foreground {method}", progress):
+    for sample in progress_bar(samples, f"foreground {method}", progress):
         rgb, mask = load_sample(sample)
         target = object_target(mask)
         start = time.perf_counter()
         pred = np.asarray(foreground(rgb), dtype=bool)
         elapsed = time.perf_counter() - start
         seconds += elapsed
-        valid, truth = target != 255, target == 1
+        valid, truth = target != VOID, target == 1
         intersection += np.count_nonzero(pred & truth)
         union += np.count_nonzero((pred | truth) & valid)
         rows.append({"stem": sample.stem, "iou": binary_iou(pred, target), "seconds": elapsed})
@@ -400,15 +321,13 @@ def _error(message: str) -> int:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from models.files import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
         f.write("\n")
 
 
-def _load_baseline(name: str) -> Any:
-    """The baseline's Predictor-like object; FileNotFoundError (one line) without U2-Netp's model."""
+def _load_baseline(name: str) -> InteractivePredictor:
+    """The baseline predictor; U2NetpError (a FileNotFoundError, one line) without U2-Netp's model."""
     if name == "grabcut":
         from training.grabcut import GrabCutPredictor
 
@@ -419,15 +338,11 @@ def _load_baseline(name: str) -> Any:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError, read_metadata
-    from models.predictor import NoModelError
-    from training.data import find_samples
+    """``petseg-train eval``: print the tables, write ``--json``; 2 (one line on stderr) on user errors."""
+    from models.predictor import NoModelError, load_predictor, load_segmenter
 
-    baseline = getattr(args, "baseline", None)
-    checkpoint = getattr(args, "checkpoint", None)
-    max_clicks = int(getattr(args, "max_clicks", DEFAULT_MAX_CLICKS) or DEFAULT_MAX_CLICKS)
-    limit = getattr(args, "limit", None)
-    progress = not getattr(args, "no_progress", False)
+    baseline, checkpoint, limit, progress = args.baseline, args.checkpoint, args.limit, not args.no_progress
+    max_clicks = args.max_clicks or DEFAULT_MAX_CLICKS
     if checkpoint is None and baseline is None:
         return _error("give --checkpoint, or --baseline grabcut or u2netp")
     if max_clicks < 1:
@@ -443,16 +358,9 @@ def run_eval(args: argparse.Namespace) -> int:
             name = Path(checkpoint).name
             return _error(f"--baseline {baseline} compares interactive models; {name} is a {task} model")
     try:
-        samples = find_samples(args.data, args.split)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        return _error(str(error))
-    samples = [s for s in samples if getattr(s, "mask_path", True) is not None]
-    samples = spread_subset(samples, limit)
-    if not samples:
-        return _error(f"no images with masks in {args.data} (split {args.split})")
-    try:
+        samples = labelled_samples(args.data, args.split, limit)
         base = _load_baseline(baseline) if baseline else None
-    except FileNotFoundError as error:  # U2-Netp's model file is missing or not the expected one
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:  # incl. U2-Netp's model file
         return _error(str(error))
 
     payload: dict[str, Any] = {
@@ -462,10 +370,8 @@ def run_eval(args: argparse.Namespace) -> int:
         "limit": limit,
     }
     if task == "semantic":
-        from models.predictor import load_segmenter
-
         try:
-            segmenter = load_segmenter(checkpoint, getattr(args, "device", None))
+            segmenter = load_segmenter(checkpoint, args.device)
         except (NoModelError, CheckpointError) as error:
             return _error(str(error))
         result = evaluate_semantic(segmenter, samples, progress=progress)
@@ -480,10 +386,8 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         results = []
         if task == "prompt":
-            from models.predictor import load_predictor
-
             try:
-                predictor = load_predictor(checkpoint, getattr(args, "device", None))
+                predictor = load_predictor(checkpoint, args.device)
             except (NoModelError, CheckpointError) as error:
                 return _error(str(error))
             predictor.name = Path(checkpoint).stem
@@ -504,7 +408,7 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"NoC@90 model / GrabCut = {_fmt(ratio, 2)}")
     if "foreground" in payload:
         print(format_foreground_table(payload["foreground"]))
-    if getattr(args, "json", None):
+    if args.json:
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")
     return 0

@@ -2,8 +2,9 @@
 
 ``GrabCutPredictor().set_image(rgb)`` then ``predict(points=[(x, y, positive)], box=None,
 prev_mask=None) -> HxW float32`` in {0, 1} at the original resolution (points in image pixels, the
-box (x0, y0, x1, y1) with continuous edges, x1/y1 exclusive, as in the Predictor), so ``training.evaluate``
-drives it with exactly the same simulated clicks and boxes as a model.
+box (x0, y0, x1, y1) with continuous edges, x1/y1 exclusive, reordered and clipped by
+:func:`models.geometry.clip_box` as in the Predictor), so :mod:`training.click_protocol` drives it
+with exactly the same simulated clicks and boxes as a model.
 
 Initialisation:
 - a box alone: ``GC_INIT_WITH_RECT`` (outside the box is background).
@@ -22,6 +23,9 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+
+from models.geometry import clip_box
+from models.images import check_image
 
 Point = tuple[float, float, bool]
 
@@ -55,9 +59,7 @@ class GrabCutPredictor:
         self._shape = (0, 0)
 
     def set_image(self, rgb: np.ndarray) -> None:
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 image, got {rgb.dtype} {rgb.shape}")
+        rgb = check_image(rgb)
         h, w = rgb.shape[:2]
         self._shape = (h, w)
         self._scale = min(1.0, self.max_side / max(h, w))
@@ -74,11 +76,11 @@ class GrabCutPredictor:
         return (int(np.clip(round(x * self._scale), 0, sw - 1)), int(np.clip(round(y * self._scale), 0, sh - 1)))
 
     def _small_box(self, box: Sequence[float]) -> tuple[int, int, int, int]:
-        """The box (x0, y0, x1, y1), continuous edges with x1/y1 exclusive as in Predictor,
-        as integer pixel bounds [x0, x1) x [y0, y1) of the working image (at least 1 px)."""
+        """The box (see :func:`models.geometry.clip_box`) as integer pixel bounds [x0, x1) x [y0, y1)
+        of the working image (at least 1 px)."""
         sh, sw = self._image.shape[:2]
-        x0, x1 = sorted((float(box[0]), float(box[2])))
-        y0, y1 = sorted((float(box[1]), float(box[3])))
+        h, w = self._shape
+        x0, y0, x1, y1 = clip_box(box, w, h)
         s = self._scale
         bx0 = int(np.clip(np.floor(x0 * s), 0, sw - 1))
         by0 = int(np.clip(np.floor(y0 * s), 0, sh - 1))

@@ -35,7 +35,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from training.evaluate import spread_subset
+from models.checkpoint import CheckpointError, read_metadata
+from training.click_protocol import THRESHOLD, object_target, simulate_clicks, tight_box
+from training.data import load_sample
+from training.evaluate import labelled_samples, progress_bar
+from training.metrics import ConfusionMatrix
 from training.perturbations import LEVELS, PERTURBATIONS
 
 PROMPT_MODES = ("box", "clicks")
@@ -98,38 +102,18 @@ class _PromptRunner:
         self.description = f"2-class mean (background, pet) over the set, original resolution; prompt: {prompt}"
 
     def prepare(self, mask: np.ndarray) -> np.ndarray:
-        from training.evaluate import object_target
-
         return object_target(mask)
 
     def __call__(self, rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
-        from training.evaluate import simulate_clicks, tight_box
-
         self.predictor.set_image(rgb)
         if self.mode == "box":
             box = tight_box(target)
-            if box is None:
-                return np.zeros(target.shape, np.uint8)
-            prob = self.predictor.predict(points=[], box=box, prev_mask=None)
+            prob = None if box is None else self.predictor.predict(points=[], box=box, prev_mask=None)
         else:
-            recorder = _Recorder(self.predictor)
-            simulate_clicks(recorder, target, PROMPT_CLICKS, early_stop=False)
-            prob = recorder.last
-            if prob is None:
-                return np.zeros(target.shape, np.uint8)
-        return (np.asarray(prob) > 0.5).astype(np.uint8)
-
-
-class _Recorder:
-    """Wraps a predictor so the last probabilities of a click run can be read back."""
-
-    def __init__(self, predictor: Any) -> None:
-        self.predictor = predictor
-        self.last = None
-
-    def predict(self, points=(), box=None, prev_mask=None):
-        self.last = self.predictor.predict(points=points, box=box, prev_mask=prev_mask)
-        return self.last
+            prob = simulate_clicks(self.predictor, target, PROMPT_CLICKS, early_stop=False)["last"]
+        if prob is None:  # no pet: nothing to prompt
+            return np.zeros(target.shape, np.uint8)
+        return (np.asarray(prob) > THRESHOLD).astype(np.uint8)
 
 
 def _rng_for(seed: int, image_index: int, perturbation_index: int, level: int) -> np.random.Generator:
@@ -141,21 +125,10 @@ Scores = dict[tuple[str, int], tuple[float, float]]
 
 def study(runner: Any, samples: Sequence[Any], seed: int = 0, progress: bool = False) -> Scores:
     """(perturbation, level index) -> (mean Dice, mean IoU) over ``samples``."""
-    from training.data import load_sample
-    from training.metrics import ConfusionMatrix
-
     names = list(PERTURBATIONS)
     clean = ConfusionMatrix(runner.num_classes)
     matrices = {(name, level): ConfusionMatrix(runner.num_classes) for name in names for level in range(1, LEVELS)}
-    items = list(samples)
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            items = tqdm(items, desc="robustness", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
-        except ImportError:  # pragma: no cover
-            pass
-    for image_index, sample in enumerate(items):
+    for image_index, sample in enumerate(progress_bar(list(samples), "robustness", progress)):
         rgb, mask = load_sample(sample)
         target = runner.prepare(mask)
         clean.update(runner(rgb, target), target)
@@ -277,9 +250,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def run_robustness(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError, read_metadata
-    from models.predictor import NoModelError
-    from training.data import find_samples
+    from models.predictor import NoModelError, load_predictor, load_segmenter
+
 
     checkpoint = Path(args.checkpoint)
     try:
@@ -288,32 +260,23 @@ def run_robustness(args: argparse.Namespace) -> int:
         return _error(str(error))
     task = metadata["task"]
     try:
-        samples = find_samples(args.data, args.split)
+        samples = labelled_samples(args.data, args.split, args.limit)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         return _error(str(error))
-    samples = [s for s in samples if getattr(s, "mask_path", True) is not None]
-    samples = spread_subset(samples, getattr(args, "limit", None))
-    if not samples:
-        return _error(f"no images with masks in {args.data} (split {args.split})")
-    device = getattr(args, "device", None)
-    mode = getattr(args, "prompt", "box") or "box"
+    device, mode = args.device, args.prompt
     try:
         if task == "semantic":
-            from models.predictor import load_segmenter
-
             runner: Any = _SemanticRunner(load_segmenter(checkpoint, device))
         else:
-            from models.predictor import load_predictor
-
             runner = _PromptRunner(load_predictor(checkpoint, device), mode)
     except (NoModelError, CheckpointError) as error:
         return _error(str(error))
 
-    out = Path(args.out) if getattr(args, "out", None) else Path(f"robustness-{checkpoint.stem}")
+    out = Path(args.out) if args.out else Path(f"robustness-{checkpoint.stem}")
     out.mkdir(parents=True, exist_ok=True)
-    seed = int(getattr(args, "seed", 0) or 0)
+    seed = args.seed
     start = time.perf_counter()
-    scores = study(runner, samples, seed=seed, progress=not getattr(args, "no_progress", False))
+    scores = study(runner, samples, seed=seed, progress=not args.no_progress)
     seconds = time.perf_counter() - start
 
     write_csv(out / "robustness.csv", scores)

@@ -2,13 +2,14 @@
 
 ``U2NetpPredictor().set_image(rgb)`` then ``predict(points=(), box=None, prev_mask=None) -> HxW
 float32`` in [0, 1] at the original resolution, the interface of the app's Predictor and of
-:class:`training.grabcut.GrabCutPredictor`, so ``training.evaluate`` drives all three alike.
+:class:`training.grabcut.GrabCutPredictor`, so :mod:`training.click_protocol` drives all three alike.
 
 U2-Netp is not interactive: clicks and ``prev_mask`` are ignored (they only matter for the click
 protocol). Without a box the result is the saliency map of the whole photo (the automatic
 foreground, computed once in ``set_image``); with a box (x0, y0, x1, y1), continuous edges with
-x1/y1 exclusive as in the Predictor, the model runs on the box grown by ``margin`` of its size on
-each side, and the result is zero outside the box.
+x1/y1 exclusive, reordered and clipped by :func:`models.geometry.clip_box` as in the Predictor,
+the model runs on the box grown by ``margin`` of its size on each side, and the result is zero
+outside the box.
 
 Preprocessing as in rembg: resize to 320x320 (Lanczos), divide by the image's maximum, ImageNet
 mean/std; the first output, min-max normalised, is the map, resized back bilinearly.
@@ -31,6 +32,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from models.geometry import clip_box
 from models.images import check_image
 
 INPUT_SIZE = 320
@@ -124,10 +126,8 @@ class U2NetpPredictor:
         if box is None:
             return self._whole.copy()
         h, w = self._image.shape[:2]
-        x0, x1 = sorted((float(box[0]), float(box[2])))
-        y0, y1 = sorted((float(box[1]), float(box[3])))
-        bx0, by0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
-        bx1, by1 = int(np.clip(np.ceil(x1), bx0 + 1, w)), int(np.clip(np.ceil(y1), by0 + 1, h))
+        x0, y0, x1, y1 = clip_box(box, w, h)  # at least a pixel wide and high, inside the image
+        bx0, by0, bx1, by1 = int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1))
         mx, my = self.margin * (bx1 - bx0), self.margin * (by1 - by0)
         cx0, cy0 = max(0, int(bx0 - mx)), max(0, int(by0 - my))
         cx1, cy1 = min(w, int(np.ceil(bx1 + mx))), min(h, int(np.ceil(by1 + my)))
