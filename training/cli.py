@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = ""
         if args.command == "fit" and getattr(args, "out", None):
-            hint = f"; continue with: {PROG} fit --resume {args.out} --data {args.data}"
+            hint = f"; continue with: {PROG} fit --arch {args.arch} --resume {args.out} --data {args.data}"
         print(f"\n{PROG}: interrupted{hint}", file=sys.stderr)
         return 130
     except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
@@ -97,11 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as error:  # known one-line user errors from the data and checkpoint layers
         from models.checkpoint import CheckpointError
+        from models.images import ImageLoadError
 
-        try:
-            from models.images import ImageLoadError
-        except ImportError:  # pragma: no cover
-            ImageLoadError = ValueError  # type: ignore[assignment]
         if isinstance(error, (CheckpointError, ImageLoadError)):
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 2
