@@ -109,6 +109,7 @@ class ImageAnnotation:
     prompts: Prompts = field(default_factory=Prompts)
     probabilities: np.ndarray | None = None  # HxW float32 of the object being edited
     editing: int | None = None  # index in ``objects`` of the object taken back for re-edit
+    photo: dict | None = None  # fingerprint of the photo file this was made on (see sidecar.photo_fingerprint)
 
     @property
     def shape(self) -> tuple[int, int]:

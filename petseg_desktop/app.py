@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PyQt5.QtWidgets import QApplication
 
     from models.version import __version__
+    from petseg_desktop import crash
     from petseg_desktop.main_window import MainWindow
 
     QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
@@ -81,10 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setApplicationVersion(__version__)
     window = MainWindow(device=args.device)
     window.show()
-    if args.path:
-        window.open_path(args.path)
-    failures = close_when_models_ready(window, started) if args.startup_check else []
-    code = app.exec_()
+    # an exception escaping a slot autosaves and shows a dialog instead of aborting the process
+    with crash.installed(window):
+        if args.path:
+            window.open_path(args.path)
+        failures = close_when_models_ready(window, started) if args.startup_check else []
+        code = app.exec_()
     return 1 if failures else code
 
 

@@ -7,7 +7,6 @@ worker for masks (never waiting for them), drops stale results, and autosaves (d
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from petseg_desktop.annotation import (
 from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.folder import colour_path, mask_path
 from petseg_desktop.prefetch import ImagePrefetcher
-from petseg_desktop.sidecar import SidecarError, find_sidecar, load_document, save_document
+from petseg_desktop.sidecar import open_document, save_document, sidecar_path
 
 AUTOSAVE_DELAY_MS = 400
 
@@ -60,6 +59,7 @@ class Editor(QObject):
         self._resolved = True
         self._dirty = False
         self._autosave_error_shown = False
+        self._protected: Path | None = None  # a bad sidecar that could not be set aside: never written over
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_DELAY_MS)
@@ -74,17 +74,10 @@ class Editor(QObject):
         rgb = self.prefetcher.load(path)  # raises before anything changes, so the old image stays open
         self.flush()
         shape = rgb.shape[:2]
-        try:
-            doc = load_document(path, shape)
-        except SidecarError as problem:
-            doc = ImageAnnotation(path, *shape)
-            bad = find_sidecar(path)
-            if bad is not None:
-                try:
-                    os.replace(bad, bad.with_name(bad.name + ".corrupt"))
-                except OSError:
-                    pass
-            self.error.emit("Annotation not restored", f"{path.name}: {problem}; starting empty (old file kept as .corrupt).")
+        doc, problem = open_document(path, shape)
+        self._protected = problem.path if problem is not None and problem.kept is None else None
+        if problem is not None:
+            self.error.emit("Annotation not restored", str(problem))
         self.rgb, self.doc = rgb, doc
         self.image_id += 1
         self._request_id += 1
@@ -327,20 +320,27 @@ class Editor(QObject):
         return True
 
     # ------------------------------------------------------------------ files
-    def flush(self) -> None:
-        """Write the sidecar now if anything changed since the last write."""
+    def flush(self, force: bool = False) -> bool:
+        """Write the sidecar now if anything changed since the last write (or always, with ``force``).
+
+        Returns False when the write failed (reported once through ``error``).
+        """
         self._timer.stop()
-        if self.doc is None or not self._dirty:
-            return
+        if self.doc is None or not (self._dirty or force):
+            return True
+        path = sidecar_path(self.doc.image_path)
         try:
-            save_document(self.doc, threshold=self.threshold)
+            if path == self._protected:
+                raise OSError(f"{path.name} holds an annotation that could not be read; it is not overwritten")
+            save_document(self.doc, path, threshold=self.threshold)
         except OSError as problem:
             if not self._autosave_error_shown:
                 self._autosave_error_shown = True
                 self.error.emit("Autosave failed", f"Cannot write the annotation of {self.doc.image_path.name}: {problem}")
-            return
+            return False
         self._dirty = False
         self.annotatedChanged.emit(self.doc.image_path, self.doc.is_annotated())
+        return True
 
     def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
         """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""

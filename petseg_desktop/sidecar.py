@@ -1,18 +1,21 @@
 """The sidecar file: an :class:`ImageAnnotation` saved as JSON beside its image.
 
-It autosaves as ``<image folder>/.petseg/<image name>.json`` (or, when that folder is read-only,
-under the user data folder), with masks run-length encoded inside the JSON so one atomic write
-saves all. Pure Python and NumPy (no Qt, no torch).
+It autosaves as ``<image folder>/.petseg/<image name>.json`` (or, when that folder is read-only or
+``.petseg`` is not a real folder, under the user data folder), with masks run-length encoded inside
+the JSON so one atomic write saves all. A sidecar is checked as a whole (size, types, run lengths,
+the photo's fingerprint) before anything is decoded, so a bad file costs no memory and raises one
+:class:`SidecarError` line. Pure Python and NumPy (no Qt, no torch).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -24,10 +27,150 @@ SIDECAR_FOLDER = ".petseg"
 FORMAT = "petseg-annotation"
 FORMAT_VERSION = 1
 CLASS_IDS = {CLASS_NAMES[cid]: cid for cid in PET_CLASSES}
+MAX_SIDECAR_BYTES = 64 * 2**20  # far above any real annotation (RLE of a 50 MP photo is a few MB)
+FINGERPRINT_CHUNK = 64 * 2**10
 
 
 class SidecarError(ValueError):
-    """A sidecar file that cannot be read or does not fit its image."""
+    """A sidecar file that cannot be read or does not fit its image (``path``: the file, if known)."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(" ".join(str(message).split()))  # always one line
+        self.path = path
+        self.kept: Path | None = None  # where the bad file was set aside (see open_document)
+
+
+def _fail(where: str, what: str) -> NoReturn:
+    raise SidecarError(f"{where}: {what}" if where else what)
+
+
+# --------------------------------------------------------------------------- photo fingerprint
+def photo_fingerprint(image_path: Path) -> dict[str, Any] | None:
+    """Byte size and SHA-1 of the first and last 64 KiB: survives copying, changes with the photo."""
+    try:
+        with open(image_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            digest = hashlib.sha1(f.read(FINGERPRINT_CHUNK))
+            if size > FINGERPRINT_CHUNK:
+                f.seek(max(size - FINGERPRINT_CHUNK, FINGERPRINT_CHUNK))
+                digest.update(f.read(FINGERPRINT_CHUNK))
+    except OSError:
+        return None
+    return {"bytes": size, "sha1": digest.hexdigest()}
+
+
+# --------------------------------------------------------------------------- checks (before decoding)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _short(value: Any) -> str:
+    """``repr`` cut to a length that fits in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_type(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> None:
+    if not isinstance(value, kind):
+        _fail(where, f"expected {what}, found {type(value).__name__}")
+
+
+def check_rle(rle: Any, shape: tuple[int, int] | None, where: str = "mask") -> None:
+    """Raise SidecarError unless ``rle`` is run-length data of ``shape`` (any size when None)."""
+    _check_type(rle, dict, where, "an object with size and counts")
+    size, counts = rle.get("size"), rle.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+        _fail(f"{where}.size", "expected [height, width]")
+    if shape is not None and tuple(size) != tuple(shape):
+        _fail(f"{where}.size", f"{size[1]}x{size[0]} mask for a {shape[1]}x{shape[0]} photo")
+    _check_type(counts, list, f"{where}.counts", "a list of run lengths")
+    if not all(_is_int(c) and c >= 0 for c in counts):
+        _fail(f"{where}.counts", "run lengths must be whole numbers >= 0")
+    if sum(counts) != size[0] * size[1]:
+        _fail(f"{where}.counts", f"runs cover {sum(counts)} pixels, the mask has {size[0] * size[1]}")
+
+
+def _list_at(data: dict[str, Any], key: str, where: str) -> list[Any]:
+    """``data[key]`` checked to be a list (missing or null: empty)."""
+    value = data.get(key)
+    if value is None:
+        return []
+    _check_type(value, list, where, "a list")
+    return value
+
+
+def _check_prompts(data: Any, where: str, shape: tuple[int, int]) -> None:
+    if data is None:
+        return
+    _check_type(data, dict, where, "an object with points and box")
+    h, w = shape
+    box = data.get("box")
+    for i, point in enumerate(_list_at(data, "points", f"{where}.points")):
+        if not (isinstance(point, list) and len(point) == 3 and all(map(_is_number, point[:2]))
+                and point[2] in (0, 1) and not isinstance(point[2], float)):
+            _fail(f"{where}.points[{i}]", "expected [x, y, 1 or 0]")
+        if not (0 <= point[0] < w and 0 <= point[1] < h):
+            _fail(f"{where}.points[{i}]", f"({point[0]}, {point[1]}) is outside the {w}x{h} photo")
+    if box is not None:
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+            _fail(f"{where}.box", "expected [x0, y0, x1, y1] or null")
+        if not (0 <= box[0] <= w and 0 <= box[2] <= w and 0 <= box[1] <= h and 0 <= box[3] <= h):
+            _fail(f"{where}.box", f"{box} is outside the {w}x{h} photo")
+
+
+def _check_object(data: Any, where: str, shape: tuple[int, int]) -> None:
+    _check_type(data, dict, where, "an object")
+    if "class_id" in data:
+        if not (_is_int(data["class_id"]) and data["class_id"] in PET_CLASSES):
+            _fail(f"{where}.class_id", f"unknown class {_short(data['class_id'])}")
+    elif data.get("class") not in CLASS_IDS:
+        _fail(f"{where}.class", f"unknown class {_short(data.get('class'))}")
+    _check_type(data.get("source", ""), str, f"{where}.source", "text")
+    _check_prompts(data.get("prompts"), f"{where}.prompts", shape)
+    check_rle(data.get("mask"), shape, f"{where}.mask")
+
+
+def _check_current(data: Any, shape: tuple[int, int]) -> None:
+    if data is None:
+        return
+    _check_type(data, dict, "current", "an object")
+    _check_prompts(data.get("prompts"), "current.prompts", shape)
+    if data.get("mask") is not None:
+        check_rle(data["mask"], shape, "current.mask")
+    editing = data.get("editing")
+    if editing is not None and not (isinstance(editing, list) and len(editing) == 2 and all(map(_is_int, editing))):
+        _fail("current.editing", "expected [object index, class id] or null")
+
+
+def check_document(data: Any, shape: tuple[int, int], fingerprint: dict[str, Any] | None = None) -> None:
+    """Raise SidecarError (``where: what``) unless ``data`` is a PetSeg annotation of this photo.
+
+    The size is checked first and every run length before any mask is decoded, so nothing large is
+    allocated for a bad file. A sidecar without a fingerprint (older files) matches any photo.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        _fail("", "not a PetSeg annotation file")
+    version = data.get("version")
+    if not (_is_int(version) and 1 <= version <= FORMAT_VERSION):
+        _fail("version", f"format version {_short(version)} is not one this PetSeg reads (1..{FORMAT_VERSION})")
+    height, width = data.get("height"), data.get("width")
+    if not (_is_int(height) and _is_int(width)):
+        _fail("width/height", f"expected whole numbers, found {_short(width)}x{_short(height)}")
+    if (height, width) != tuple(shape):
+        _fail("", f"annotation is for a {width}x{height} image, the photo is {shape[1]}x{shape[0]}")
+    saved = data.get("photo")
+    if saved is not None:
+        if not (isinstance(saved, dict) and _is_int(saved.get("bytes")) and isinstance(saved.get("sha1"), str)):
+            _fail("photo", "expected {bytes, sha1}")
+        if fingerprint is not None and (saved["bytes"], saved["sha1"]) != (fingerprint["bytes"], fingerprint["sha1"]):
+            _fail("", "the photo changed since it was annotated (another photo of the same name and size?)")
+    for i, obj in enumerate(_list_at(data, "objects", "objects")):
+        _check_object(obj, f"objects[{i}]", shape)
+    _check_current(data.get("current"), shape)
 
 
 # --------------------------------------------------------------------------- run-length encoding
@@ -44,16 +187,11 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
 
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`rle_encode`; raises SidecarError on inconsistent data."""
-    try:
-        h, w = (int(v) for v in rle["size"])
-        counts = np.asarray(rle["counts"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError):
-        raise SidecarError("mask run-length data is malformed") from None
-    if counts.size and (counts.min() < 0 or counts.sum() != h * w):
-        raise SidecarError("mask run-length data does not match its size")
-    values = np.arange(counts.size) % 2 == 1
-    return np.repeat(values, counts).reshape(h, w)
+    """Inverse of :func:`rle_encode`; raises SidecarError on inconsistent data (before allocating)."""
+    check_rle(rle, None)
+    h, w = rle["size"]
+    values = np.arange(len(rle["counts"])) % 2 == 1
+    return np.repeat(values, np.asarray(rle["counts"], dtype=np.int64)).reshape(h, w)
 
 
 # --------------------------------------------------------------------------- JSON of the document
@@ -62,13 +200,11 @@ def prompts_to_json(prompts: Prompts) -> dict[str, Any]:
 
 
 def prompts_from_json(data: dict[str, Any] | None) -> Prompts:
+    """Prompts of checked JSON (see :func:`check_document`)."""
     data = data or {}
-    try:
-        points = [(int(x), int(y), bool(p)) for x, y, p in data.get("points") or []]
-        box = data.get("box")
-        return Prompts(points, tuple(int(v) for v in box) if box else None)
-    except (TypeError, ValueError):
-        raise SidecarError("prompts are malformed") from None
+    points = [(int(x), int(y), bool(p)) for x, y, p in data.get("points") or []]
+    box = data.get("box")
+    return Prompts(points, tuple(int(v) for v in box) if box else None)
 
 
 def object_to_json(obj: AnnotationObject) -> dict[str, Any]:
@@ -81,24 +217,22 @@ def object_to_json(obj: AnnotationObject) -> dict[str, Any]:
     }
 
 
-def object_from_json(data: dict[str, Any], shape: tuple[int, int]) -> AnnotationObject:
-    class_id = data.get("class_id", CLASS_IDS.get(data.get("class", ""), None))
-    if class_id not in PET_CLASSES:
-        raise SidecarError(f"unknown object class {data.get('class')!r}")
-    mask = rle_decode(data.get("mask") or {})
-    if mask.shape != tuple(shape):
-        raise SidecarError(f"object mask is {mask.shape}, image is {tuple(shape)}")
-    return AnnotationObject(int(class_id), mask, prompts_from_json(data.get("prompts")), str(data.get("source", "prompt")))
+def object_from_json(data: dict[str, Any]) -> AnnotationObject:
+    """An object of checked JSON (see :func:`check_document`)."""
+    class_id = data["class_id"] if "class_id" in data else CLASS_IDS[data["class"]]
+    return AnnotationObject(class_id, rle_decode(data["mask"]), prompts_from_json(data.get("prompts")), data.get("source", "prompt"))
 
 
 def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, Any]:
     current = doc.current_mask(threshold)
+    photo = doc.photo or photo_fingerprint(doc.image_path)
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "image": doc.image_path.name,
         "width": doc.width,
         "height": doc.height,
+        **({"photo": photo} if photo else {}),
         "modified": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "objects": [object_to_json(obj) for obj in doc.objects],
         "current": {
@@ -109,19 +243,17 @@ def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, 
     }
 
 
-def document_from_json(data: dict[str, Any], image_path: Path, shape: tuple[int, int]) -> ImageAnnotation:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise SidecarError("not a PetSeg annotation file")
-    if (int(data.get("height", -1)), int(data.get("width", -1))) != tuple(shape):
-        raise SidecarError(f"annotation is for a {data.get('width')}x{data.get('height')} image")
-    doc = ImageAnnotation(Path(image_path), shape[0], shape[1])
-    doc.objects = [object_from_json(o, shape) for o in data.get("objects") or []]
+def document_from_json(
+    data: Any, image_path: Path, shape: tuple[int, int], photo: dict[str, Any] | None = None
+) -> ImageAnnotation:
+    """The document in ``data`` after :func:`check_document`; ``photo`` is the photo's fingerprint."""
+    check_document(data, shape, photo)
+    doc = ImageAnnotation(Path(image_path), shape[0], shape[1], photo=photo)
+    doc.objects = [object_from_json(o) for o in data.get("objects") or []]
     current = data.get("current") or {}
     doc.prompts = prompts_from_json(current.get("prompts"))
-    if current.get("mask"):
-        mask = rle_decode(current["mask"])
-        if mask.shape == tuple(shape):
-            doc.probabilities = mask.astype(np.float32)
+    if current.get("mask") is not None:
+        doc.probabilities = rle_decode(current["mask"]).astype(np.float32)
     doc.editing = _editing_from_json(current.get("editing"), doc.objects)
     return doc
 
@@ -133,42 +265,96 @@ def _editing_to_json(doc: ImageAnnotation) -> list[int] | None:
     return [doc.editing, doc.objects[doc.editing].class_id]
 
 
-def _editing_from_json(data: Any, objects: list[AnnotationObject]) -> int | None:
-    try:
-        index, class_id = (int(v) for v in data)
-    except (TypeError, ValueError):  # None (no re-edit) or malformed: nothing is being re-edited
+def _editing_from_json(data: list[int] | None, objects: list[AnnotationObject]) -> int | None:
+    """The checked ``[index, class id]`` as an index, or None when nothing or a stale object is named."""
+    if data is None:
         return None
-    if 0 <= index < len(objects) and objects[index].class_id == class_id:
-        return index
-    return None
+    index, class_id = data
+    return index if 0 <= index < len(objects) and objects[index].class_id == class_id else None
 
 
 # --------------------------------------------------------------------------- files
 def save_document(doc: ImageAnnotation, path: Path | None = None, threshold: float = 0.5) -> Path:
-    """Write the sidecar atomically; returns where it went (see :func:`sidecar_path`)."""
+    """Write the sidecar atomically; returns where it went (see :func:`sidecar_path`).
+
+    The write replaces the file (a symlink there is replaced, never written through).
+    """
     path = path or sidecar_path(doc.image_path)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(document_to_json(doc, threshold), f, separators=(",", ":"))
     return path
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def read_sidecar(path: Path) -> Any:
+    """The JSON of ``path``; SidecarError for a symlink, a file over MAX_SIDECAR_BYTES or bad JSON."""
+    try:
+        info = path.lstat()
+        if path.is_symlink():
+            raise SidecarError(f"{path.name}: a symbolic link, not followed", path)
+        if info.st_size > MAX_SIDECAR_BYTES:
+            raise SidecarError(f"{path.name}: {info.st_size / 2**20:.0f} MB, more than an annotation can be "
+                               f"(limit {MAX_SIDECAR_BYTES // 2**20} MB)", path)
+        with open(path, "rb") as f:
+            raw = f.read(info.st_size + 1)  # read(n) allocates n bytes up front: never more than the file
+        if len(raw) > info.st_size:
+            raise SidecarError(f"{path.name}: grew while being read", path)
+        return json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: JSON, UTF-8, huge integers
+        if isinstance(error, SidecarError):
+            raise
+        raise SidecarError(f"{path.name}: unreadable annotation ({error})", path) from None
 
 
 def load_document(image_path: Path, shape: tuple[int, int]) -> ImageAnnotation:
     """The saved annotation of ``image_path`` if there is one, else an empty document.
 
-    Raises SidecarError when a sidecar exists but is corrupt or belongs to another size.
+    Raises SidecarError (with ``path`` set) when a sidecar exists but is corrupt, malformed, or
+    belongs to another size or another photo.
     """
+    image_path = Path(image_path)
+    photo = photo_fingerprint(image_path)
     found = find_sidecar(image_path)
     if found is None:
-        return ImageAnnotation(Path(image_path), shape[0], shape[1])
+        return ImageAnnotation(image_path, shape[0], shape[1], photo=photo)
+    data = read_sidecar(found)
     try:
-        data = _read_json(found)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SidecarError(f"{found.name}: unreadable annotation ({error})") from None
-    return document_from_json(data, image_path, shape)
+        return document_from_json(data, image_path, shape, photo)
+    except SidecarError as problem:
+        raise SidecarError(f"{found.name}: {problem}", found) from None
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename an unusable sidecar to ``<name>.bad-<timestamp>`` so autosave never overwrites it.
+
+    Returns the new path, or None when it cannot be renamed.
+    """
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.bad-{stamp}")
+    n = 1
+    while os.path.lexists(target):
+        n += 1
+        target = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+    try:
+        os.rename(path, target)
+    except OSError:
+        return None
+    return target
+
+
+def open_document(image_path: Path, shape: tuple[int, int]) -> tuple[ImageAnnotation, SidecarError | None]:
+    """:func:`load_document`, or an empty document and the problem when the sidecar is unusable.
+
+    The bad file is set aside first (``problem.kept``) and the problem's text says where it went.
+    """
+    try:
+        return load_document(image_path, shape), None
+    except SidecarError as problem:
+        doc = ImageAnnotation(Path(image_path), shape[0], shape[1], photo=photo_fingerprint(Path(image_path)))
+        kept = set_aside(problem.path) if problem.path is not None else None
+        note = f"kept as {kept.name}" if kept else "left in place, not overwritten (renaming it failed)"
+        reported = SidecarError(f"{problem}; opened without annotation, the old file is {note}", problem.path)
+        reported.kept = kept
+        return doc, reported
 
 
 def has_objects(image_path: Path) -> bool:
@@ -177,17 +363,21 @@ def has_objects(image_path: Path) -> bool:
     if found is None:
         return False
     try:
-        return bool(_read_json(found).get("objects"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        data = read_sidecar(found)
+    except SidecarError:
         return False
+    return isinstance(data, dict) and isinstance(data.get("objects"), list) and bool(data["objects"])
 
 
 # --------------------------------------------------------------------------- where sidecars live
 def _folder_writable(folder: Path) -> bool:
+    """Whether ``folder/.petseg`` can take sidecars: a real, writable folder (never a symlink) or creatable."""
     sidecars = folder / SIDECAR_FOLDER
+    if sidecars.is_symlink():
+        return False
     if sidecars.is_dir():
         return os.access(sidecars, os.W_OK | os.X_OK)
-    return os.access(folder, os.W_OK | os.X_OK)
+    return not os.path.lexists(sidecars) and os.access(folder, os.W_OK | os.X_OK)
 
 
 def fallback_sidecar_dir(image_folder: Path) -> Path:
@@ -199,7 +389,7 @@ def fallback_sidecar_dir(image_folder: Path) -> Path:
 
 
 def sidecar_path(image_path: Path) -> Path:
-    """Where the sidecar of ``image_path`` is written: ``.petseg/`` beside it when writable."""
+    """Where the sidecar of ``image_path`` is written: ``.petseg/`` beside it when usable."""
     image_path = Path(image_path)
     folder = image_path.parent
     base = folder / SIDECAR_FOLDER if _folder_writable(folder) else fallback_sidecar_dir(folder)
@@ -207,13 +397,17 @@ def sidecar_path(image_path: Path) -> Path:
 
 
 def find_sidecar(image_path: Path) -> Path | None:
-    """The existing sidecar of ``image_path`` (beside it, or in the fallback folder), newest first."""
+    """The existing sidecar of ``image_path`` (beside it, or in the fallback folder), newest first.
+
+    A symlinked ``.petseg`` is never looked into; a sidecar that is itself a symlink is returned
+    (so it is reported and set aside, never followed).
+    """
     image_path = Path(image_path)
-    candidates = [
-        image_path.parent / SIDECAR_FOLDER / f"{image_path.name}.json",
-        fallback_sidecar_dir(image_path.parent) / f"{image_path.name}.json",
-    ]
-    existing = [p for p in candidates if p.is_file()]
+    beside = image_path.parent / SIDECAR_FOLDER
+    candidates = [fallback_sidecar_dir(image_path.parent) / f"{image_path.name}.json"]
+    if not beside.is_symlink():
+        candidates.insert(0, beside / f"{image_path.name}.json")
+    existing = [p for p in candidates if p.is_symlink() or p.is_file()]
     if not existing:
         return None
-    return max(existing, key=lambda p: p.stat().st_mtime)
+    return max(existing, key=lambda p: p.lstat().st_mtime)

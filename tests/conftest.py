@@ -1,8 +1,9 @@
-"""Shared fixtures: the real pet photos, and tiny random-init checkpoints saved to disk."""
+"""Shared fixtures: the real pet photos, tiny random-init checkpoints saved to disk, and an isolated app setup."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,49 @@ def pet_samples(pets_root: Path, pet_photos: list[Path]) -> list:
     found = [s for s in find_samples(pets_root, "Test") if s.stem in stems]
     assert len(found) == 3
     return found
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Discovery, user data and settings all inside tmp_path; no bundled checkpoints."""
+    import models.discovery as discovery
+
+    monkeypatch.setattr(discovery, "resources_dir", lambda: tmp_path / "no-resources")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("PETSEG_RUNS", str(runs))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("PETSEG_CHECKPOINTS", "")
+    return tmp_path
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """QMessageBox calls are recorded instead of blocking."""
+    from PyQt5.QtWidgets import QMessageBox
+
+    seen: list[tuple[str, str, str]] = []
+
+    def record(kind):
+        def show(parent, title, text, *args, **kwargs):
+            seen.append((kind, title, text))
+            return QMessageBox.Ok
+
+        return staticmethod(show)
+
+    for kind in ("warning", "critical", "information", "question"):
+        monkeypatch.setattr(QMessageBox, kind, record(kind))
+    return seen
+
+
+@pytest.fixture
+def photos(tmp_path, pet_photos):
+    """A folder in tmp_path with copies of ``pet_photos``."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in pet_photos:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 def _save_tiny(directory: Path, arch: str, config: dict, name: str) -> Path:

@@ -186,11 +186,15 @@ def test_object_being_re_edited_is_saved_and_restored(tmp_path, editing):
     assert load_document(image, (6, 8)).editing == editing
 
 
-def test_stale_or_malformed_re_edit_is_dropped(tmp_path):
+def test_stale_re_edit_is_dropped_and_a_malformed_one_refused(tmp_path):
     image, doc = _doc(tmp_path)
     data = sidecar.document_to_json(doc)
-    for stale in ([0, CAT], [5, DOG], "x", [1]):  # wrong class, no such object, malformed
+    for stale in ([0, CAT], [5, DOG]):  # wrong class, no such object
         data["current"]["editing"] = stale
         assert sidecar.document_from_json(data, image, (6, 8)).editing is None
+    for malformed in ("x", [1], ["a", 1]):
+        data["current"]["editing"] = malformed
+        with pytest.raises(SidecarError, match="current.editing"):
+            sidecar.document_from_json(data, image, (6, 8))
     data["current"]["editing"] = [0, DOG]
     assert sidecar.document_from_json(data, image, (6, 8)).editing == 0

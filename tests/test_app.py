@@ -9,7 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ from PIL import Image
 from PyQt5.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
-from PyQt5.QtWidgets import QApplication, QMessageBox
+from PyQt5.QtWidgets import QApplication
 
 from models.classes import CAT, DOG, PROMPT, SEMANTIC
 from models.version import __version__
+from petseg_desktop.crash import CrashHandler
 from petseg_desktop.main_window import MainWindow
 from petseg_desktop.sidecar import find_sidecar
 
@@ -30,50 +31,10 @@ WAIT = 30000  # ms; the models are tiny, but the machine is shared
 
 # ---------------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Discovery, user data and settings all inside tmp_path; no bundled checkpoints."""
-    import models.discovery as discovery
-
-    monkeypatch.setattr(discovery, "resources_dir", lambda: tmp_path / "no-resources")
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    monkeypatch.setenv("PETSEG_RUNS", str(runs))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("PETSEG_CHECKPOINTS", "")
-    return tmp_path
-
-
-@pytest.fixture
 def with_models(isolated, monkeypatch, tiny_prompt_checkpoint, tiny_semantic_checkpoint):
     folders = [str(tiny_prompt_checkpoint.parent), str(tiny_semantic_checkpoint.parent)]
     monkeypatch.setenv("PETSEG_CHECKPOINTS", os.pathsep.join(folders))
     return isolated
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    """QMessageBox calls are recorded instead of blocking."""
-    seen: list[tuple[str, str, str]] = []
-
-    def record(kind):
-        def show(parent, title, text, *args, **kwargs):
-            seen.append((kind, title, text))
-            return QMessageBox.Ok
-
-        return staticmethod(show)
-
-    for kind in ("warning", "critical", "information", "question"):
-        monkeypatch.setattr(QMessageBox, kind, record(kind))
-    return seen
-
-
-@pytest.fixture
-def photos(tmp_path, pet_photos):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for path in pet_photos:
-        shutil.copy(path, folder / path.name)
-    return folder
 
 
 def make_window(qtbot, tmp_path, wait_models=True, size=(1000, 760)) -> MainWindow:
@@ -561,6 +522,7 @@ def test_petseg_entry_point_opens_a_photo(qtbot, with_models, dialogs, photos, t
         for widget in QApplication.topLevelWidgets():
             if isinstance(widget, MainWindow) and widget.editor.doc is not None:
                 seen["path"] = widget.image_path
+                seen["hook"] = sys.excepthook
                 widget.close()
                 return
         QTimer.singleShot(50, check)
@@ -568,6 +530,7 @@ def test_petseg_entry_point_opens_a_photo(qtbot, with_models, dialogs, photos, t
     QTimer.singleShot(0, check)
     assert main([str(image), "--device", "cpu"]) == 0
     assert seen["path"] == image
+    assert isinstance(seen["hook"], CrashHandler)  # an exception in a slot no longer aborts the app
     assert (tmp_path / "user-settings" / "PetSeg" / "petseg.ini").is_file()
 
 
