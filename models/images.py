@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from models.classes import MASK_COLOURS
 from models.errors import one_line
@@ -124,12 +124,18 @@ def load_mask(path: str | Path) -> np.ndarray:
     return _colours_to_indices(np.array(image.convert("RGB")), path.name)
 
 
-def save_png_atomic(path: str | Path, array: np.ndarray, palette: Sequence[int] | None = None) -> Path:
+def save_png_atomic(
+    path: str | Path,
+    array: np.ndarray,
+    palette: Sequence[int] | None = None,
+    text: dict[str, str] | None = None,
+) -> Path:
     """Write an HxW, HxWx3 or HxWx4 uint8 array as a PNG via a temp file in the same folder.
 
     The temp file replaces ``path`` only once fully written and is removed on any failure
     (including KeyboardInterrupt), so ``path`` is never left half-written. With ``palette``
     (768 values, e.g. MASK_PALETTE) an HxW array is saved as a palette PNG of the same indices.
+    ``text`` is stored as PNG text chunks (before the image data, so ``Image.open`` reads them).
     """
     path = Path(path)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
@@ -139,8 +145,11 @@ def save_png_atomic(path: str | Path, array: np.ndarray, palette: Sequence[int] 
     image = Image.fromarray(np.ascontiguousarray(array))
     if palette is not None:
         image.putpalette(list(palette))  # an "L" image becomes "P" with the same indices
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", pnginfo=info)
     return path
 
 

@@ -33,16 +33,18 @@ class ExportThread(QThread):
     finishedWith = pyqtSignal(object)  # ExportSummary
     failed = pyqtSignal(str)
 
-    def __init__(self, inputs, output_dir, checkpoint, fmt, skip_existing, device=None, parent=None) -> None:
+    def __init__(
+        self, inputs, output_dir, checkpoint, fmt, skip_existing, device=None, parent=None, overwrite: bool = False
+    ) -> None:
         super().__init__(parent)
-        self.args = (inputs, output_dir, checkpoint, fmt, skip_existing, device)
+        self.args = (inputs, output_dir, checkpoint, fmt, skip_existing, device, overwrite)
         self.cancel_event = threading.Event()
 
     def run(self) -> None:
         from petseg_desktop.export import export_images
         from models.predictor import load_segmenter
 
-        inputs, output_dir, checkpoint, fmt, skip_existing, device = self.args
+        inputs, output_dir, checkpoint, fmt, skip_existing, device, overwrite = self.args
         try:
             segmenter = load_segmenter(checkpoint, device)
             summary = export_images(
@@ -53,6 +55,7 @@ class ExportThread(QThread):
                 skip_existing=skip_existing,
                 progress=lambda done, total, path: self.progressed.emit(done, total, str(path)),
                 cancel=self.cancel_event,
+                overwrite=overwrite,
             )
         except Exception as error:  # noqa: BLE001 - NoModelError, unwritable output, bad COCO file...
             self.failed.emit(one_line(error))
@@ -80,6 +83,7 @@ class ExportDialog(QDialog):
         self.format_combo.addItems(list(FORMATS))
         self.format_combo.setCurrentText(str(settings.value("export/format", "png")))
         self.skip_check = QCheckBox("Skip photos whose output exists")
+        self.overwrite_check = QCheckBox("Replace files PetSeg did not write (hand-drawn masks, annotations.json)")
         self.progress = QProgressBar()
         self.rate_label = QLabel("")
         self.log = QPlainTextEdit()
@@ -97,6 +101,7 @@ class ExportDialog(QDialog):
         form.addRow("Semantic model", self.model_combo)
         form.addRow("Format", self.format_combo)
         form.addRow("", self.skip_check)
+        form.addRow("", self.overwrite_check)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         for b in (self.start_button, self.cancel_button, self.close_button):
@@ -161,7 +166,13 @@ class ExportDialog(QDialog):
         self.progress.setRange(0, 0)
         self._started = time.perf_counter()
         self.job = ExportThread(
-            [inputs], output, checkpoint, self.format_combo.currentText(), self.skip_check.isChecked(), parent=self
+            [inputs],
+            output,
+            checkpoint,
+            self.format_combo.currentText(),
+            self.skip_check.isChecked(),
+            parent=self,
+            overwrite=self.overwrite_check.isChecked(),
         )
         self.job.progressed.connect(self._on_progress)
         self.job.finishedWith.connect(self._on_done)

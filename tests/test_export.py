@@ -141,12 +141,13 @@ def test_skip_existing_leaves_files_untouched(segmenter, photo_dir: Path, tmp_pa
     out = tmp_path / "out"
     export_images([photo_dir], out, segmenter)
     first, second, third = sorted(out.iterdir())
-    first.write_bytes(b"edited by hand")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(first)  # a mask edited by hand
+    edited = first.read_bytes()
     third.unlink()
     seen = []
     summary = export_images([photo_dir], out, segmenter, skip_existing=True, progress=lambda *a: seen.append(a))
     assert (summary.written, summary.skipped, summary.failed) == (1, 2, [])
-    assert first.read_bytes() == b"edited by hand" and third.exists()
+    assert first.read_bytes() == edited and third.exists()
     assert seen[-1][:2] == (3, 3)
 
     coco = tmp_path / "coco"
