@@ -9,6 +9,7 @@ original resolution. Coordinates map between the two with pixel centres lined up
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,12 +98,18 @@ def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, floa
     """A box prompt ``(x0, y0, x1, y1)`` (corners in any order, continuous edges, x1/y1 exclusive)
     reordered and clipped to a ``width`` x ``height`` image.
 
-    Raises ValueError when ``box`` has not four values or less than a pixel of it lies inside.
+    Raises ValueError when ``box`` has not four finite numbers or less than a pixel of it lies inside.
     """
     if len(box) != 4:
         raise ValueError(f"a box is (x0, y0, x1, y1), got {box!r}")
-    x0, x1 = sorted((float(box[0]), float(box[2])))
-    y0, y1 = sorted((float(box[1]), float(box[3])))
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise ValueError(f"box coordinates must be numbers, got {tuple(box)!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"box {tuple(box)} has a coordinate that is not a finite number")
+    x0, x1 = sorted((values[0], values[2]))
+    y0, y1 = sorted((values[1], values[3]))
     x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
     y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
     if x1 - x0 < 1 or y1 - y0 < 1:

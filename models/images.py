@@ -6,6 +6,7 @@ to decode safely) becomes an :class:`ImageLoadError` whose message is one line n
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,19 @@ class ImageLoadError(ValueError):
     """An image or mask that cannot be read; ``str(error)`` is one line naming the file."""
 
 
+def _check_regular_file(path: Path) -> None:
+    """Refuse what reading would block on or misread: pipes, sockets, devices, folders."""
+    mode = path.stat().st_mode  # follows links; a dangling one is FileNotFoundError
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise ImageLoadError(f"{path.name}: not a regular file (a pipe, socket or device), not opened")
+
+
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path`` with EXIF orientation applied, or raise ImageLoadError."""
     try:
+        _check_regular_file(path)
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -47,7 +58,7 @@ def _open(path: Path) -> Image.Image:
         raise
     except Image.DecompressionBombError:
         raise ImageLoadError(f"{path.name}: image too large to decode safely") from None
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ImageLoadError(f"{path.name}: file not found ({path})") from None
     except IsADirectoryError:
         raise ImageLoadError(f"{path.name}: is a folder, not an image") from None

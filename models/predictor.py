@@ -101,7 +101,9 @@ def _prev_to_model(prev: np.ndarray, size: int) -> torch.Tensor:
     elif prev.dtype not in (np.float32, np.float64):
         prev = prev.astype(np.float32)
     # Linear sampling costs O(model pixels) even on a 24 MP mask; the mask channel is smooth anyway.
+    # Non-finite values are made probabilities on the small map (NaN 0, +inf 1), where it is cheap.
     small, _ = letterbox(prev, size, interpolation=cv2.INTER_LINEAR)
+    small = np.nan_to_num(small, nan=0.0, posinf=1.0, neginf=0.0)
     return torch.from_numpy(np.clip(small, 0, 1, dtype=np.float32))
 
 
@@ -168,8 +170,11 @@ class Predictor(_LoadedModel):
         for point in points:
             if len(point) != 3:
                 raise ValueError(f"a point is (x, y, positive), got {point!r}")
-            x, y, positive = float(point[0]), float(point[1]), bool(point[2])
-            if not (0 <= x < w and 0 <= y < h):
+            try:
+                x, y, positive = float(point[0]), float(point[1]), bool(point[2])
+            except (TypeError, ValueError):
+                raise ValueError(f"a point's coordinates must be numbers, got {point!r}") from None
+            if not (0 <= x < w and 0 <= y < h):  # NaN and inf fail here too
                 raise ValueError(f"point ({point[0]}, {point[1]}) lies outside the {w}x{h} image")
             checked.append((x, y, positive))
         clipped = None if box is None else clip_box(box, w, h)
