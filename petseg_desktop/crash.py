@@ -16,11 +16,13 @@ from types import TracebackType
 from PyQt5.QtCore import QObject, pyqtSignal
 from PyQt5.QtWidgets import QMessageBox
 
+from models.errors import one_line
 
-def one_line(error: BaseException) -> str:
-    """``Type: message`` on one line (the message's whitespace collapsed)."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` on one line."""
+    text = one_line(error)
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
 
 
 class CrashHandler(QObject):
@@ -40,7 +42,7 @@ class CrashHandler(QObject):
         sys.stderr.write(details)
         if issubclass(kind, KeyboardInterrupt):
             return
-        self._caught.emit(one_line(error), details)
+        self._caught.emit(describe(error), details)
 
     def thread_hook(self, args: threading.ExceptHookArgs) -> None:
         """The ``threading.excepthook``: as :meth:`__call__`."""
@@ -63,7 +65,7 @@ class CrashHandler(QObject):
         try:
             saved = editor.flush(force=True)
         except Exception as error:  # noqa: BLE001 - the save itself may be what failed
-            return f"autosave failed too: {one_line(error)}"
+            return f"autosave failed too: {describe(error)}"
         return f"{editor.doc.image_path.name} autosaved" if saved else "autosave failed too"
 
 
