@@ -33,10 +33,8 @@ one-line reason while the export goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import secrets
 import signal
 import sys
 import threading
@@ -49,30 +47,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from models.classes import CLASS_NAMES, MASK_PALETTE, PET_CLASSES, SEMANTIC
+from models.classes import MASK_PALETTE, SEMANTIC
 from models.errors import one_line
-from models.files import atomic_path
-from models.images import IMAGE_SUFFIXES, load_rgb, save_png_atomic
+from models.images import load_rgb, save_png_atomic
+from petseg_desktop.coco import COCO_FILE, CocoDocument
+from petseg_desktop.export_files import (
+    EXPORT_MARK,
+    ExportSetupError,
+    collect_inputs,
+    mask_suffix,
+    prepare_output,
+    readable_image,
+    remove_stale_temp_files,
+    replace_refusal,
+)
 
 FORMATS = ("png", "color", "coco")
-COCO_FILE = "annotations.json"
-COCO_CATEGORIES = [{"id": cid, "name": CLASS_NAMES[cid], "supercategory": "pet"} for cid in PET_CLASSES]
 PREFETCH = 2  # photos decoded ahead of the model, in a background thread
-EXPORT_MARK = {"Software": "petseg-export"}  # PNG text chunk on every exported mask
-MASK_SUFFIXES = {"png": "_mask", "color": "_mask_colour"}  # mask names beside the photos (output = input)
-SIDECAR_FOLDER = ".petseg"
-TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{16}\.tmp$")  # models.files.atomic_path's temp files
-STALE_TEMP_AGE_S = 30.0  # a temp file untouched this long belongs to a killed run
 DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 Progress = Callable[[int, int, Path], None]
-
-
-class ExportSetupError(ValueError):
-    """The export cannot start (unusable output, existing COCO file, bad device); one-line message."""
 
 
 @dataclass
@@ -103,82 +99,6 @@ class ExportSummary:
         return "\n".join(lines)
 
 
-def written_by_export(path: Path) -> bool:
-    """Whether ``path`` is a PNG carrying petseg-export's mark (read from its header only)."""
-    if not path.is_file():
-        return False  # never open a FIFO
-    try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and all(image.info.get(k) == v for k, v in EXPORT_MARK.items())
-    except Exception:  # noqa: BLE001 - unreadable: not ours
-        return False
-
-
-def readable_image(path: Path) -> bool:
-    """Whether ``path`` is a non-empty image whose data checks out (PNG chunk CRCs and the like)."""
-    if not path.is_file():
-        return False  # never open a FIFO
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
-    except Exception:  # noqa: BLE001 - undecodable counts as missing
-        return False
-
-
-def not_a_photo(path: Path) -> str | None:
-    """Why ``path`` must not be read as a photo (it is no regular file, or it is PetSeg's), or None."""
-    if SIDECAR_FOLDER in path.parts:
-        return f"inside PetSeg's {SIDECAR_FOLDER} folder, not a photo"
-    if path.is_symlink() and not path.exists():
-        return "broken link, not a photo"
-    if path.is_dir():
-        return "a folder, not a photo"
-    if not path.is_file():
-        return "not a regular file (a FIFO, socket or device), not opened"
-    if path.name.startswith("."):
-        return "hidden file, not a photo"
-    if any(path.stem.endswith(suffix) for suffix in MASK_SUFFIXES.values()):
-        return "named like a PetSeg mask (*_mask.png, *_mask_colour.png), not a photo"
-    if path.suffix.lower() == ".png" and written_by_export(path):
-        return "a mask written by petseg-export, not a photo"
-    return None
-
-
-def _folder_photos(folder: Path) -> Iterator[Path]:
-    """The photos directly in ``folder``: files with an image suffix that :func:`not_a_photo` accepts."""
-    for path in folder.iterdir():
-        if path.suffix.lower() in IMAGE_SUFFIXES and not_a_photo(path) is None:
-            yield path
-
-
-def collect_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Photos named by ``paths`` (files as given, folders by their photos; sorted, no repeats) and the
-    named paths that are not photos, each with a one-line reason (a folder named like a photo,
-    ``x.jpg/``, is one: a shell glob such as ``photos/*.jpg`` names it by mistake).
-
-    Raises FileNotFoundError naming the first path that does not exist at all.
-    """
-    found: set[Path] = set()
-    rejected: dict[Path, str] = {}
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir() and path.suffix.lower() not in IMAGE_SUFFIXES and SIDECAR_FOLDER not in path.parts:
-            found.update(_folder_photos(path))
-        elif not os.path.lexists(path):
-            raise FileNotFoundError(f"no such file or folder: {path}")
-        elif (reason := not_a_photo(path)) is not None:
-            rejected[path] = reason
-        else:
-            found.add(path)
-    return sorted(found), sorted(rejected.items())
-
-
-def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """The photos of :func:`collect_inputs`, without the rejected files."""
-    return collect_inputs(paths)[0]
-
-
 def check_device(name: str | None) -> None:
     """Raise ExportSetupError unless ``name`` (None: automatic) is a device this machine has."""
     if name is None:
@@ -199,163 +119,6 @@ def check_device(name: str | None) -> None:
         raise ExportSetupError("device mps: Apple MPS is not available here (use --device cpu)")
 
 
-def prepare_output(output_dir: Path) -> None:
-    """Create ``output_dir`` and prove it writable by writing and removing a probe file.
-
-    Raises ExportSetupError with a one-line reason (a file in the way, no permission, read-only).
-    """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ExportSetupError(f"output {output_dir} is an existing file, not a folder")
-    probe = output_dir / f".petseg-probe-{secrets.token_hex(8)}.tmp"
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-    except OSError as error:
-        raise ExportSetupError(f"output {output_dir} is not writable: {error.strerror or one_line(error)}") from None
-    finally:
-        try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def remove_stale_temp_files(output_dir: Path, min_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
-    """Remove the temp files a killed run left in ``output_dir`` (untouched for ``min_age_s``)."""
-    removed = []
-    now = time.time()
-    for path in output_dir.iterdir():
-        try:
-            if TEMP_NAME.match(path.name) and path.is_file() and now - path.stat().st_mtime >= min_age_s:
-                path.unlink()
-                removed.append(path)
-        except OSError:
-            continue  # gone meanwhile, or not ours to remove
-    return removed
-
-
-def replace_refusal(target: Path, overwrite: bool) -> str | None:
-    """Why the mask ``target`` must not be written over, or None when it is free or may be replaced."""
-    if not os.path.lexists(target):
-        return None
-    if target.is_dir() or (target.exists() and not target.is_file()):
-        return f"{target.name} exists and is not a file"
-    if overwrite or target.stat().st_size == 0 or written_by_export(target):
-        return None
-    return f"{target.name} exists and was not written by petseg-export (pass --overwrite to replace it)"
-
-
-def mask_suffix(photos: Sequence[Path], output_dir: Path, fmt: str) -> str:
-    """The suffix after a mask's stem: MASK_SUFFIXES[fmt] when ``output_dir`` holds any of
-    ``photos`` (output = input), else none (``<stem>.png`` in a folder of masks)."""
-    if fmt not in MASK_SUFFIXES or not output_dir.is_dir():
-        return ""
-    folders = {photo.parent for photo in photos}
-    return MASK_SUFFIXES[fmt] if any(output_dir.samefile(f) for f in folders if f.is_dir()) else ""
-
-
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a binary HxW mask (column-major runs, as pycocotools writes it)."""
-    h, w = mask.shape
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], changes, [flat.size])))
-    if flat.size and flat[0]:
-        runs = np.concatenate(([0], runs))
-    counts = runs.tolist()
-    chars = []
-    for i, run in enumerate(counts):
-        x = run - counts[i - 2] if i > 2 else run  # pycocotools' delta coding (from the fourth run on)
-        while True:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            chars.append(chr((c | 0x20 if more else c) + 48))
-            if not more:
-                break
-    return {"size": [h, w], "counts": "".join(chars)}
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def _is_coco(doc: Any) -> bool:
-    """Whether ``doc`` has the COCO lists this module adds to, with ids and file names."""
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(key), list) for key in ("images", "annotations")):
-        return False
-    images_ok = all(
-        isinstance(i, dict) and isinstance(i.get("id"), int) and isinstance(i.get("file_name"), str)
-        for i in doc["images"]
-    )
-    return images_ok and all(isinstance(a, dict) and isinstance(a.get("id"), int) for a in doc["annotations"])
-
-
-def _read_coco(path: Path) -> dict[str, Any]:
-    """The COCO document at ``path``; ExportSetupError (one line) when it cannot be added to."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError, RecursionError) as error:
-        raise ExportSetupError(f"{path}: cannot add to this file ({one_line(error)})") from None
-    if not _is_coco(doc):
-        raise ExportSetupError(f"{path}: cannot add to this file, it is not a COCO JSON with images and annotations")
-    return doc
-
-
-class _Coco:
-    """The COCO document being built; with ``resume`` it starts from the existing file's photos."""
-
-    def __init__(self, path: Path, resume: bool) -> None:
-        self.path = path
-        self.doc: dict[str, Any] = {"images": [], "annotations": [], "categories": COCO_CATEGORIES}
-        if resume and path.is_file() and path.stat().st_size > 0:  # an empty file counts as missing
-            self.doc = _read_coco(path)
-        self.names = {image["file_name"] for image in self.doc["images"]}
-        self._next_image_id = max((image["id"] for image in self.doc["images"]), default=0) + 1
-        self._next_annotation_id = max((a["id"] for a in self.doc["annotations"]), default=0) + 1
-
-    @classmethod
-    def open(cls, path: Path, skip_existing: bool, overwrite: bool) -> _Coco:
-        """The document for ``path``: an existing file is added to with ``skip_existing``, replaced
-        with ``overwrite`` and otherwise refused (ExportSetupError)."""
-        if os.path.lexists(path) and not path.is_file():
-            raise ExportSetupError(f"{path} exists and is not a file")
-        if path.is_file() and not (skip_existing or overwrite):
-            raise ExportSetupError(f"{path} already exists: pass --skip-existing to add to it or --overwrite to replace it")
-        return cls(path, resume=skip_existing)
-
-    def add(self, name: str, labels: np.ndarray) -> None:
-        images, annotations = self.doc["images"], self.doc["annotations"]
-        image_id = self._next_image_id
-        self._next_image_id += 1
-        h, w = labels.shape
-        images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-        for category in PET_CLASSES:
-            mask = labels == category
-            if not mask.any():
-                continue
-            cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-            x, y = int(cols[0]), int(rows[0])
-            annotations.append(
-                {
-                    "id": self._next_annotation_id,
-                    "image_id": image_id,
-                    "category_id": category,
-                    "segmentation": rle_encode(mask),
-                    "area": int(mask.sum()),
-                    "bbox": [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y],
-                    "iscrowd": 0,
-                }
-            )
-            self._next_annotation_id += 1
-        self.names.add(name)
-
-    def save(self) -> None:
-        _write_text_atomic(self.path, json.dumps(self.doc))
-
-
 @dataclass
 class ExportPlan:
     """What :func:`run_export` will do: photos to segment with their output names, and what is settled."""
@@ -367,7 +130,7 @@ class ExportPlan:
     todo: list[tuple[Path, str]] = field(default_factory=list)  # photo, mask file name (COCO: photo name)
     skipped: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
-    coco: _Coco | None = None
+    coco: CocoDocument | None = None
 
 
 def _quiet_bomb_warnings() -> None:
@@ -396,7 +159,7 @@ def plan_export(
     remove_stale_temp_files(output_dir)
     plan = ExportPlan(fmt, output_dir, total=len(photos) + len(rejected), overwrite=overwrite, failed=rejected)
     if fmt == "coco":
-        plan.coco = _Coco.open(output_dir / COCO_FILE, skip_existing, overwrite)
+        plan.coco = CocoDocument.open(output_dir / COCO_FILE, skip_existing, overwrite)
     suffix = mask_suffix(photos, output_dir, fmt)
     producers: dict[str, Path] = {}
     for photo in photos:

@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from petseg_desktop.export import COCO_FILE, expand_inputs, export_images, main, rle_encode
+from petseg_desktop.coco import COCO_FILE, rle_encode
+from petseg_desktop.export import export_images, main
+from petseg_desktop.export_files import expand_inputs
 from models.predictor import load_segmenter
 from models.geometry import letterbox, to_model_tensor
 from models.images import load_rgb

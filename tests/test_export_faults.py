@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petseg_desktop.export import COCO_FILE, EXPORT_MARK, TEMP_NAME, collect_inputs, export_images
+from petseg_desktop.coco import COCO_FILE
+from petseg_desktop.export import export_images
+from petseg_desktop.export_files import EXPORT_MARK, TEMP_NAME, collect_inputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 120
