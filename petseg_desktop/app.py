@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 STARTUP_CHECK_TIMEOUT_S = 120
@@ -61,6 +63,24 @@ def close_when_models_ready(window, started: float) -> list[str]:
     return failures
 
 
+@contextmanager
+def closing_on_sigterm(window) -> Iterator[None]:
+    """Within the block SIGTERM (logout, ``kill``) closes ``window`` like Quit: the last edits are
+    autosaved and the folder's annotation lock is released. A timer lets Python see the signal
+    while Qt waits for events."""
+    from PyQt5.QtCore import QTimer
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: window.close())
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)  # runs Python, which then calls the signal handler
+    wake.start(200)
+    try:
+        yield
+    finally:
+        wake.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -83,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow(device=args.device)
     window.show()
     # an exception escaping a slot autosaves and shows a dialog instead of aborting the process
-    with crash.installed(window):
+    with crash.installed(window), closing_on_sigterm(window):
         if args.path:
             window.open_path(args.path)
         failures = close_when_models_ready(window, started) if args.startup_check else []

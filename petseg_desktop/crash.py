@@ -62,6 +62,8 @@ class CrashHandler(QObject):
         editor = self.window.editor
         if editor.doc is None:
             return "no annotation open"
+        if editor.read_only:
+            return "folder read-only, nothing saved"
         try:
             saved = editor.flush(force=True)
         except Exception as error:  # noqa: BLE001 - the save itself may be what failed

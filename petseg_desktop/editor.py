@@ -31,6 +31,7 @@ from petseg_desktop.prefetch import ImagePrefetcher
 from petseg_desktop.sidecar import open_document, save_document, sidecar_path
 
 AUTOSAVE_DELAY_MS = 400
+READ_ONLY_EDIT = "Read-only: another PetSeg is annotating this folder, edits are not possible here"
 
 
 class Editor(QObject):
@@ -60,6 +61,7 @@ class Editor(QObject):
         self._dirty = False
         self._autosave_error_shown = False
         self._protected: Path | None = None  # a bad sidecar that could not be set aside: never written over
+        self.read_only = False  # another instance writes this folder's sidecars: no edits, no writes
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_DELAY_MS)
@@ -74,7 +76,7 @@ class Editor(QObject):
         rgb = self.prefetcher.load(path)  # raises before anything changes, so the old image stays open
         self.flush()
         shape = rgb.shape[:2]
-        doc, problem = open_document(path, shape)
+        doc, problem = open_document(path, shape, read_only=self.read_only)
         self._protected = problem.path if problem is not None and problem.kept is None else None
         if problem is not None:
             self.error.emit("Annotation not restored", str(problem))
@@ -176,7 +178,15 @@ class Editor(QObject):
         self._timer.start()
         self.changed.emit()
 
+    def refuses_edits(self) -> bool:
+        """True (with a status message) while the folder is read-only."""
+        if self.read_only:
+            self.message.emit(READ_ONLY_EDIT)
+        return self.read_only
+
     def _push(self, text: str, after: State, predict: bool = False, before: State | None = None) -> None:
+        if self.refuses_edits():
+            return
         self.stack.push(StateCommand(self.restore, text, before or self.capture(), after, predict))
 
     # ------------------------------------------------------------------ what is shown
@@ -222,7 +232,9 @@ class Editor(QObject):
         """Accept the current mask as an object; returns its index (None if there is no mask)."""
         d = self.doc
         mask = self.current_mask()
-        if d is None or mask is None or not mask.any():
+        if d is None or self.refuses_edits():
+            return None
+        if mask is None or not mask.any():
             self.message.emit("Nothing to accept: click on the pet first")
             return None
         objects = list(d.objects)
@@ -299,7 +311,7 @@ class Editor(QObject):
     def auto_segment(self) -> bool:
         """Start from the semantic model: one object per class present, below existing objects."""
         d = self.doc
-        if d is None:
+        if d is None or self.refuses_edits():
             return False
         if self.semantic_labels is None:
             if not self.semantic_available:
@@ -323,10 +335,11 @@ class Editor(QObject):
     def flush(self, force: bool = False) -> bool:
         """Write the sidecar now if anything changed since the last write (or always, with ``force``).
 
-        Returns False when the write failed (reported once through ``error``).
+        Returns False when the write failed (reported once through ``error``); never writes while
+        read-only.
         """
         self._timer.stop()
-        if self.doc is None or not (self._dirty or force):
+        if self.doc is None or self.read_only or not (self._dirty or force):
             return True
         path = sidecar_path(self.doc.image_path)
         try:
@@ -345,7 +358,7 @@ class Editor(QObject):
     def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
         """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""
         d = self.doc
-        if d is None:
+        if d is None or self.refuses_edits():
             return []
         labels = d.label_map()
         if output_dir is not None:

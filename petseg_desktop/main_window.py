@@ -18,6 +18,7 @@ from petseg_desktop.canvas import Canvas
 from petseg_desktop.dialogs import InfoDialog, ShortcutsDialog, about_html, describe_model, keep_open, model_info_html
 from petseg_desktop.editor import Editor
 from petseg_desktop.folder import is_annotated, list_images
+from petseg_desktop.folder_lock import FolderLock
 from petseg_desktop.model_menu import ModelMenus
 from petseg_desktop.panels import Controls, FileList, ObjectPanel
 from petseg_desktop.worker import WorkerHost
@@ -52,6 +53,8 @@ class MainWindow(QMainWindow):
         self._status_labels()
         self.folder: Path | None = None
         self.image_path: Path | None = None
+        self.lock: FolderLock | None = None  # held while this window writes the folder's annotations
+        self.read_only_dialog: QMessageBox | None = None
         self._row = -1
         self.models = ModelMenus(self)
         self._build_actions()
@@ -78,6 +81,11 @@ class MainWindow(QMainWindow):
         self.device_label.setToolTip("Device the models run on")
         self.latency_label.setToolTip("Time of the last model run")
         self.model_label.setText("no prompt model")
+        self.read_only_label = QLabel("Read-only")
+        self.read_only_label.setStyleSheet("color: #b00; font-weight: bold")
+        self.read_only_label.setToolTip("Another PetSeg is annotating this folder: nothing is saved here")
+        self.read_only_label.hide()
+        self.statusBar().addPermanentWidget(self.read_only_label)
 
     def action(self, text: str, slot, shortcut=None, menu=None, checkable=False, tip: str = "") -> QAction:
         act = QAction(text, self)
@@ -101,6 +109,7 @@ class MainWindow(QMainWindow):
         self.action("Open &folder…", self.choose_folder, "Ctrl+Shift+O", m)
         self.recent_menu = m.addMenu("Recent folders")
         m.addSeparator()
+        self.edit_actions: list[QAction] = []  # disabled while the folder is read-only
         self.save_action = self.action("&Save mask", self.save_mask, "Ctrl+S", m, tip="Index PNG 0/1/2 at full size")
         self.colour_action = self.action("Also save colour PNG", self._remember_colour, None, m, checkable=True)
         self.action("Output folder…", self.choose_output_folder, None, m)
@@ -119,14 +128,18 @@ class MainWindow(QMainWindow):
             m.addAction(act)
             self.addAction(act)
         m.addSeparator()
-        self.action("&Accept object", self.accept_object, ["Return", "Enter"], m, tip="The mask becomes an object")
-        self.action("Cancel box / clear prompts", self.escape, "Esc", m)
-        self.action("&Delete object", self.delete_object, ["Del", "Backspace"], m)
-        self.action("Toggle &class cat/dog", self.toggle_class, "C", m)
-        self.action("Re-edit selected object", self.edit_selected, "R", m)
+        self.edit_actions += [
+            self.save_action,
+            self.action("&Accept object", self.accept_object, ["Return", "Enter"], m, tip="The mask becomes an object"),
+            self.action("Cancel box / clear prompts", self.escape, "Esc", m),
+            self.action("&Delete object", self.delete_object, ["Del", "Backspace"], m),
+            self.action("Toggle &class cat/dog", self.toggle_class, "C", m),
+            self.action("Re-edit selected object", self.edit_selected, "R", m),
+        ]
         m.addSeparator()
         self.brush_action = self.action("&Brush", lambda on: self.set_tool("brush" if on else None), "B", m, True)
         self.eraser_action = self.action("&Eraser", lambda on: self.set_tool("eraser" if on else None), "E", m, True)
+        self.edit_actions += [self.brush_action, self.eraser_action]
         self.action("Smaller brush", lambda: self.controls.brush.stepBy(-2), "[", m)
         self.action("Larger brush", lambda: self.controls.brush.stepBy(2), "]", m)
 
@@ -144,6 +157,7 @@ class MainWindow(QMainWindow):
 
         self.model_menu = bar.addMenu("&Model")
         self.models.build(self.model_menu)
+        self.edit_actions.append(self.models.auto_action)
 
         m = bar.addMenu("&Help")
         self.action("&Shortcuts", self.show_shortcuts, "F1", m)
@@ -225,12 +239,16 @@ class MainWindow(QMainWindow):
         self.warn("No prompt model", self.models.missing_text(PROMPT))
         return False
 
+    def _may_prompt(self) -> bool:
+        e = self.editor
+        return e.doc is not None and not e.refuses_edits() and self._prompt_model_ready()
+
     def on_point(self, x: int, y: int, positive: bool) -> None:
-        if self.editor.doc is not None and self._prompt_model_ready():
+        if self._may_prompt():
             self.editor.add_point(x, y, positive)
 
     def on_box(self, x0: int, y0: int, x1: int, y1: int) -> None:
-        if self.editor.doc is not None and self._prompt_model_ready():
+        if self._may_prompt():
             self.editor.set_box(x0, y0, x1, y1)
 
     def accept_object(self) -> None:
@@ -298,11 +316,58 @@ class MainWindow(QMainWindow):
         except OSError as error:
             self.warn("Cannot open folder", f"{folder}: {error.strerror or error}")
             return False
+        self._lock_folder(folder)
         self.folder = folder
         out = self.output_dir()
         self.files.set_files(paths, [is_annotated(p, out) for p in paths])
         self._add_recent(folder)
         return True
+
+    # ------------------------------------------------------------------ one writer per folder
+    def _lock_folder(self, folder: Path) -> None:
+        """Take ``folder``'s annotation lock (kept while it stays open), or open it read-only.
+
+        Reopening a read-only folder tries again, so it becomes writable once the other instance
+        has closed it.
+        """
+        if self.lock is not None and self.lock.folder.resolve() == folder.resolve():
+            return
+        self.editor.flush()  # the open photo's last edits belong to the folder being left
+        self.release_folder()
+        lock = FolderLock(folder, self)
+        taken = lock.acquire()
+        if taken:
+            self.lock = lock
+        elif taken is None:  # cannot lock there: autosave reports the unwritable folder itself
+            where = lock.path.parent
+            self.statusBar().showMessage(f"Annotations of {folder.name} are not locked: {where} is not writable", 8000)
+        self._set_read_only(f"{lock.holder()} is annotating {folder}" if taken is False else None)
+
+    def release_folder(self) -> None:
+        """Give up the annotation lock of the open folder (after the last autosave)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock.deleteLater()
+            self.lock = None
+
+    def _set_read_only(self, reason: str | None) -> None:
+        """Read-only (no edits, no autosave, no masks) with ``reason`` told in one line, or writable."""
+        self.editor.read_only = reason is not None
+        self.read_only_label.setVisible(reason is not None)
+        for act in self.edit_actions:
+            act.setEnabled(reason is None)
+        if self.read_only_dialog is not None:
+            self.read_only_dialog.close()  # about the folder opened before
+        if reason is None:
+            return
+        self.set_tool(None)
+        text = (f"Opened read-only: {reason}; you can look at photos and annotations, nothing is saved here "
+                "(reopen the folder once it is closed there)")
+        self.statusBar().showMessage(text)
+        title = "Folder opened read-only"
+        self.read_only_dialog = QMessageBox(QMessageBox.Information, title, text, QMessageBox.Ok, self)
+        self.read_only_dialog.setWindowModality(Qt.NonModal)
+        self.read_only_dialog.show()
 
     def open_folder(self, folder: Path) -> None:
         folder = Path(folder)
@@ -348,7 +413,8 @@ class MainWindow(QMainWindow):
         self._objects_key = None
         self.refresh()
         self.size_label.setText(f"{path.name}  {rgb.shape[1]}×{rgb.shape[0]}")
-        self.setWindowTitle(f"{path.name} — PetSeg {__version__}")
+        suffix = " [read-only]" if self.editor.read_only else ""
+        self.setWindowTitle(f"{path.name}{suffix} — PetSeg {__version__}")
         if 0 <= row < self.files.count() - 1:
             self.editor.prefetcher.prefetch(self.files.paths()[row + 1])  # D (next) opens without waiting
 
@@ -381,7 +447,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("output/colour", bool(on))
 
     def save_mask(self) -> list[Path]:
-        if self.editor.doc is None:
+        if self.editor.doc is None or self.editor.refuses_edits():
             return []
         try:
             written = self.editor.save_mask(self.output_dir(), self.colour_action.isChecked())
@@ -427,6 +493,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.editor.flush()
+        self.release_folder()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()

@@ -341,17 +341,23 @@ def set_aside(path: Path) -> Path | None:
     return target
 
 
-def open_document(image_path: Path, shape: tuple[int, int]) -> tuple[ImageAnnotation, SidecarError | None]:
+def open_document(
+    image_path: Path, shape: tuple[int, int], read_only: bool = False
+) -> tuple[ImageAnnotation, SidecarError | None]:
     """:func:`load_document`, or an empty document and the problem when the sidecar is unusable.
 
-    The bad file is set aside first (``problem.kept``) and the problem's text says where it went.
+    The bad file is set aside first (``problem.kept``) and the problem's text says where it went;
+    with ``read_only`` (another instance writes this folder) it is left where it is.
     """
     try:
         return load_document(image_path, shape), None
     except SidecarError as problem:
         doc = ImageAnnotation(Path(image_path), shape[0], shape[1], photo=photo_fingerprint(Path(image_path)))
-        kept = set_aside(problem.path) if problem.path is not None else None
-        note = f"kept as {kept.name}" if kept else "left in place, not overwritten (renaming it failed)"
+        kept = set_aside(problem.path) if problem.path is not None and not read_only else None
+        if read_only:
+            note = "left in place (read-only)"
+        else:
+            note = f"kept as {kept.name}" if kept else "left in place, not overwritten (renaming it failed)"
         reported = SidecarError(f"{problem}; opened without annotation, the old file is {note}", problem.path)
         reported.kept = kept
         return doc, reported
@@ -388,12 +394,16 @@ def fallback_sidecar_dir(image_folder: Path) -> Path:
     return user_data_dir() / "annotations" / f"{Path(image_folder).name}-{key}"
 
 
+def sidecar_dir(image_folder: Path) -> Path:
+    """Where the sidecars of the photos in ``image_folder`` are written: its ``.petseg/`` when usable."""
+    image_folder = Path(image_folder)
+    return image_folder / SIDECAR_FOLDER if _folder_writable(image_folder) else fallback_sidecar_dir(image_folder)
+
+
 def sidecar_path(image_path: Path) -> Path:
-    """Where the sidecar of ``image_path`` is written: ``.petseg/`` beside it when usable."""
+    """Where the sidecar of ``image_path`` is written (see :func:`sidecar_dir`)."""
     image_path = Path(image_path)
-    folder = image_path.parent
-    base = folder / SIDECAR_FOLDER if _folder_writable(folder) else fallback_sidecar_dir(folder)
-    return base / f"{image_path.name}.json"
+    return sidecar_dir(image_path.parent) / f"{image_path.name}.json"
 
 
 def find_sidecar(image_path: Path) -> Path | None:

@@ -246,7 +246,8 @@ def test_coalescing_shows_only_the_latest(qtbot, window, photos, tiny_prompt_che
 def test_folder_navigation_and_annotated_state(qtbot, window, photos):
     w = window
     w.open_path(photos)
-    names = sorted((p.name for p in photos.iterdir()), key=str.lower)  # case-insensitive, like file managers
+    names = sorted((p.name for p in photos.iterdir() if p.is_file()), key=str.lower)  # as file managers sort
+    assert (photos / ".petseg" / ".lock").is_file()  # this window writes the folder's annotations
     assert [p.name for p in w.files.paths()] == names
     assert w.image_path.name == names[0]
     assert all(w.files.state(r) == "todo" for r in range(w.files.count()))
