@@ -86,10 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.robustness import run_robustness
 
         return int(run_robustness(args) or 0)
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "fit" and getattr(args, "out", None):
-            hint = f"; continue with: {PROG} fit --arch {args.arch} --resume {args.out} --data {args.data}"
+    except KeyboardInterrupt as interrupt:
+        resume = getattr(interrupt, "resume", None)  # training.fit.FitInterrupted's
+        hint = f"; continue with: {resume}" if resume else ""
         print(f"\n{PROG}: interrupted{hint}", file=sys.stderr)
         return 130
     except (FileNotFoundError, NotADirectoryError, PermissionError) as error:

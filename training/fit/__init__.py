@@ -18,7 +18,12 @@ Modules: :mod:`.config` (options, :class:`FitConfig`), :mod:`.command` (:func:`r
 :mod:`.run` (the run's shared state), :mod:`.loop` (the epoch loop), :mod:`.model_setup` (model
 from the registry entry), :mod:`.data` (photos, sampler), :mod:`.validation`, :mod:`.saving`
 (checkpoints each epoch), :mod:`.state` (resume state), :mod:`.run_log` (log.csv, curves.png),
-:mod:`.runtime` (device, ranks, precision), :mod:`.schedule` (learning rate).
+:mod:`.out_folder` (the run folder), :mod:`.runtime` (device, ranks, precision), :mod:`.schedule`
+(learning rate).
+
+Faults a user can fix (bad options, a missing device, masks that are not labels or not their
+photo's size, an unwritable ``--out``, a full disk) end in one line and exit 2, found before
+the first epoch where they can be.
 """
 
 from training.fit.command import run_fit

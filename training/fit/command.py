@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from training.fit.config import FitConfig
+from training.fit.data import Data, check_samples, prepare_samples
+from training.fit.errors import FitInterrupted
 from training.fit.loop import start_phase, train_phase
+from training.fit.out_folder import out_path, run_folder
 from training.fit.run import Progress, announce, build_run, load_saved_weights
 from training.fit.run_log import RunLog
 from training.fit.runtime import Runtime, setup_runtime
+from training.fit.saving import write_errors
 from training.fit.state import STATE_NAME, read_train_state, resolve_resume
 
 
@@ -42,8 +48,22 @@ def run_fit(cfg: FitConfig) -> int:
 
 def _fit(cfg: FitConfig, rt: Runtime, started: float, resume_tensors: dict[str, torch.Tensor] | None,
          resume_header: dict[str, Any] | None) -> int:
+    """Check the photos' masks, then make the run folder (checked writable) and train in it; Ctrl-C
+    becomes FitInterrupted saying how to continue."""
+    data = prepare_samples(cfg)
+    rt.check_on_main(lambda: check_samples(data, progress=not cfg.no_progress))
+    cfg = replace(cfg, out=str(out_path(cfg, rt)))
+    with run_folder(Path(cfg.out), rt):
+        try:
+            return _train(cfg, rt, data, started, resume_tensors, resume_header)
+        except KeyboardInterrupt:
+            raise FitInterrupted(cfg.resume_command()) from None
+
+
+def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
+           resume_tensors: dict[str, torch.Tensor] | None, resume_header: dict[str, Any] | None) -> int:
     """Build the run, then train its phases epoch by epoch (from the resume state when given)."""
-    run = build_run(cfg, rt, started, resume_header)
+    run = build_run(cfg, rt, data, started, resume_header)
     progress = Progress() if resume_header is None else Progress.saved(resume_header)
     if resume_header is not None and not load_saved_weights(run, progress):
         return 0
@@ -55,6 +75,7 @@ def _fit(cfg: FitConfig, rt: Runtime, started: float, resume_tensors: dict[str, 
         if train_phase(run, phase, first_epoch, progress, run_log):
             break
     if rt.main:
-        run_log.finish(progress.history)
+        with write_errors(run):
+            run_log.finish(progress.history)
     rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
     return 0

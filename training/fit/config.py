@@ -7,6 +7,8 @@ What differs between architectures (help texts, checks) comes from their registr
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
@@ -107,13 +109,31 @@ class FitConfig:
             kept[key] = value
         return replace(self, out=run, **kept), ignored
 
+    def resume_command(self) -> str:
+        """The command line that continues this run (in ``out``) after it stopped: the original one
+        with a bare ``--resume`` (and ``--out``) added when not given; it starts afresh when the run
+        saved nothing yet."""
+        argv = list(self.argv) or ["petseg-train", "fit", "--arch", self.arch, "--data", self.data]
+        if "out" not in self.explicit:
+            argv += ["--out", str(self.out)]
+        if "resume" not in self.explicit:
+            argv.append("--resume")
+        return shlex.join(argv)
+
     def check(self) -> None:
-        """FitError for option values (and a CUDA ``--device``) that cannot work."""
+        """FitError for option values (and a ``--device``) that cannot work."""
         arch = self.architecture
         if self.size <= 0 or self.size % 32:
             raise FitError(f"--size {self.size}: must be a positive multiple of 32")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise FitError("--epochs and --batch-size must be at least 1")
+        for option in ("epochs", "batch_size"):
+            _check_number(self, option, minimum=1)
+        for option in ("lr", "cat_boost"):
+            _check_number(self, option, above=0.0)
+        for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds"):
+            _check_number(self, option, minimum=0)
+        for option in ("limit", "stop_after_epochs"):
+            if getattr(self, option) is not None:
+                _check_number(self, option, minimum=1)
         if RECONSTRUCTION in arch.phases and self.ae_epochs < 0:
             raise FitError("--ae-epochs must be 0 or more")
         if not 0 < self.val_fraction < 1:
@@ -128,8 +148,37 @@ class FitConfig:
         for key in ("base", "depth"):
             if getattr(self, key) is not None and key not in arch.options:
                 raise FitError(f"--{key} is not an option of architecture {self.arch}")
-        if self.device != "auto" and torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
-            raise FitError(f"--device {self.device}: CUDA is not available here")
+        check_device(self.device)
+
+
+def check_device(name: str) -> None:
+    """FitError unless ``name`` is ``auto``, ``cpu``, or a CUDA (or MPS) device that exists here."""
+    try:
+        device = torch.device(name) if name != "auto" else None
+    except RuntimeError:
+        device = None
+    if name == "auto" or (device is not None and device.type == "cpu"):
+        return
+    if device is None or device.type not in ("cuda", "mps"):
+        raise FitError(f"--device {name}: not a device (auto, cpu, cuda or cuda:N)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FitError(f"--device {name}: MPS is not available here")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FitError(f"--device {name}: CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise FitError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices here (cuda:0..)")
+
+
+def _check_number(cfg: FitConfig, option: str, minimum: float | None = None, above: float | None = None) -> None:
+    """FitError unless the option's value is finite and at least ``minimum`` (or more than ``above``)."""
+    value = getattr(cfg, option)
+    flag = "--" + option.replace("_", "-")
+    if not math.isfinite(value):
+        raise FitError(f"{flag} {value}: must be a finite number")
+    if minimum is not None and value < minimum:
+        raise FitError(f"{flag} {value}: must be at least {minimum}")
+    if above is not None and value <= above:
+        raise FitError(f"{flag} {value}: must be more than {above:g}")
 
 
 def option_names() -> list[str]:

@@ -1,7 +1,7 @@
 """The photos ``petseg-train fit`` trains and validates on, and how each epoch draws them.
 
 :func:`prepare_samples` splits the labelled TrainVal photos into training and validation sets
-(seeded; ``--limit`` for smoke runs); :func:`train_dataset` reads them augmented at model size;
+(seeded; ``--limit`` for smoke runs) and :func:`check_samples` checks their masks up front; :func:`train_dataset` reads them augmented at model size;
 :func:`loss_class_weights` gives ``--class-weights auto``'s loss
 weights; :func:`train_sampler` gives each rank its share of the training photos per epoch, with
 cats oversampled by ``--cat-boost`` (:class:`WeightedDistributedSampler`).
@@ -78,6 +78,25 @@ def prepare_samples(cfg: FitConfig) -> Data:
         "unlabelled_skipped": len(samples) - len(labelled),
     }
     return Data(train, val, summary)
+
+
+def check_samples(data: Data, progress: bool) -> None:
+    """FitError naming the first training or validation photo whose mask :func:`training.data.load_sample`
+    would refuse (unreadable, values that are not labels, not the photo's size), before any training.
+
+    Only the masks are decoded (the photos' sizes come from their headers); with ``progress`` a bar
+    shows when this takes more than a few seconds.
+    """
+    from tqdm import tqdm
+
+    from training.data import check_sample
+
+    labelled = [("training", s) for s in data.train] + [("validation", s) for s in data.val]
+    for kind, sample in tqdm(labelled, desc="checking masks", delay=3, disable=not progress, leave=False):
+        try:
+            check_sample(sample)
+        except ValueError as error:  # ImageLoadError included
+            raise FitError(f"{kind} data: {one_line(error)} ({sample.mask_path.parent})") from None
 
 
 def train_dataset(cfg: FitConfig, data: Data,

@@ -20,7 +20,7 @@ from training.fit.errors import FitError
 from training.fit.run import Phase, Progress, Run
 from training.fit.run_log import RunLog
 from training.fit.runtime import batch_to_device
-from training.fit.saving import save_epoch
+from training.fit.saving import save_epoch, write_errors
 from training.fit.schedule import lr_at
 from training.fit.state import restore_optimizer, set_rng_state
 from training.fit.validation import validate_prompt, validate_semantic
@@ -73,8 +73,9 @@ def train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, ru
         row["seconds"] = round(time.time() - t0, 2)
         improved = progress.record(row, metrics, epoch)
         if rt.main:
-            save_epoch(run, phase, epoch, metrics, improved, progress)
-            run_log.update(progress.history)
+            with write_errors(run):
+                save_epoch(run, phase, epoch, metrics, improved, progress)
+                run_log.update(progress.history)
             rt.log(_epoch_summary(run, phase, epoch, train_loss, metrics) + f" [{row['seconds']:.1f} s]")
         if rt.distributed:
             dist.barrier()

@@ -6,20 +6,18 @@ from __future__ import annotations
 import random
 import shlex
 import sys
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from models.registry import SEGMENTATION, Architecture
 from training.fit import model_setup
 from training.fit.config import FitConfig
-from training.fit.data import Data, loss_class_weights, prepare_samples, train_dataset, train_sampler
+from training.fit.data import Data, loss_class_weights, train_dataset, train_sampler
 from training.fit.runtime import Runtime, cpu_has_fast_bf16, hardware_summary
 from training.fit.validation import ValSet, build_val_set
 
@@ -94,21 +92,17 @@ class Phase:
     warmup_steps: int
 
 
-def build_run(cfg: FitConfig, rt: Runtime, started: float, resume_header: dict[str, Any] | None) -> Run:
-    """Seed, then find the photos and build the model, datasets, loss and sampler (in this order:
-    the model's initial weights come from the seeded RNG)."""
+def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_header: dict[str, Any] | None) -> Run:
+    """Seed, then build the model, datasets, loss and sampler for ``data`` (in this order: the
+    model's initial weights come from the seeded RNG). ``cfg.out``: the run folder, made."""
     from training.losses import build_loss
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     arch = cfg.architecture
-    data = prepare_samples(cfg)
-    out = _output_folder(cfg, rt)
-    cfg = replace(cfg, out=str(out))
+    out = Path(cfg.out)
     config, model, pretrained = model_setup.build(cfg, rt, resume_header)
-    if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
     model.to(rt.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -127,16 +121,6 @@ def build_run(cfg: FitConfig, rt: Runtime, started: float, resume_header: dict[s
         hardware=hardware_summary(rt, cfg.channels_last),
         command=" ".join(shlex.quote(a) for a in cfg.argv or sys.argv),
     )
-
-
-def _output_folder(cfg: FitConfig, rt: Runtime) -> Path:
-    """--out, or ``runs/<arch>-<YYYYmmdd-HHMMSS>`` with one time stamp for all ranks."""
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"{cfg.arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if rt.distributed:
-        holder = [str(out)]
-        dist.broadcast_object_list(holder, src=0)
-        out = Path(holder[0])
-    return out
 
 
 def load_saved_weights(run: Run, progress: Progress) -> bool:

@@ -6,11 +6,14 @@ import contextlib
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
 import torch.distributed as dist
+
+from training.fit.errors import FitError
 
 
 @dataclass
@@ -41,6 +44,21 @@ class Runtime:
         t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t)
         return t.cpu().tolist()
+
+    def check_on_main(self, check: Callable[[], None]) -> None:
+        """Run ``check`` on the main process only; a FitError it raises is raised on every process."""
+        message = None
+        if self.main:
+            try:
+                check()
+            except FitError as error:
+                message = str(error)
+        if self.distributed:
+            holder = [message]
+            dist.broadcast_object_list(holder, src=0)
+            message = holder[0]
+        if message is not None:
+            raise FitError(message)
 
     def autocast(self) -> ContextManager[Any]:
         """Autocast to ``precision`` on this device (nothing for fp32)."""

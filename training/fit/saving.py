@@ -1,19 +1,28 @@
-"""What rank 0 writes after every epoch: ``last.safetensors``, ``best.safetensors`` and the resume state."""
+"""What rank 0 writes after every epoch: ``last.safetensors``, ``best.safetensors`` and the resume state,
+replaced together or not at all, and the one-line error when writing them fails (a full disk)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from models.classes import PROMPT
+from models.errors import one_line
 from models.registry import RECONSTRUCTION
+from training.fit.errors import FitError
 from training.fit.run import Phase, Progress, Run
 from training.fit.state import STATE_NAME, save_train_state
 
 
 def save_epoch(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], improved: bool,
                progress: Progress) -> None:
-    """``last.safetensors`` (and ``best.safetensors`` when ``improved``), then the resume state."""
+    """``last.safetensors`` (and ``best.safetensors`` when ``improved``) and the resume state: all
+    written first, then renamed into place, so that a failed write leaves the last epoch's files."""
     from models.checkpoint import make_metadata, save_checkpoint
 
     cfg = run.cfg
@@ -27,17 +36,53 @@ def save_epoch(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], impr
         seconds=round(time.time() - run.started + run.prior_seconds, 1),
         hardware=run.hardware,
     )
-    save_checkpoint(run.out / "last.safetensors", run.model, metadata)
-    if improved:
-        save_checkpoint(run.out / "best.safetensors", run.model, metadata)
-    info = {
+    names = ["last.safetensors", STATE_NAME] + (["best.safetensors"] if improved else [])
+    with staged([run.out / name for name in names]) as (last, state, *best):
+        for path in (last, *best):
+            save_checkpoint(path, run.model, metadata)
+        save_train_state(state, phase.optimizer, phase.scaler, _state_info(run, phase, epoch, metadata, progress))
+
+
+@contextmanager
+def staged(paths: list[Path]) -> Iterator[list[Path]]:
+    """Hidden temporary paths (same suffix) beside ``paths``, renamed onto them together when the
+    block succeeds; when it fails, the temporary files are removed and ``paths`` are untouched."""
+    temps = [p.with_name(f".{p.stem.lstrip('.')}-{secrets.token_hex(8)}.tmp{p.suffix}") for p in paths]
+    try:
+        yield temps
+        for temp, path in zip(temps, paths):
+            os.replace(temp, path)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def write_errors(run: Run) -> Iterator[None]:
+    """A failed write of the run's files (a full disk, a lost drive: OSError, or safetensors' own
+    error) as a one-line FitError saying how to continue."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or one_line(error)
+        raise FitError(
+            f"cannot write {getattr(error, 'filename', None) or run.out}: {reason}; the last finished "
+            f"epoch's files are intact; continue with: {run.cfg.resume_command()}"
+        ) from None
+
+
+def _state_info(run: Run, phase: Phase, epoch: int, metadata: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The resume state's JSON: options, history, position in the run."""
+    cfg = run.cfg
+    return {
         "args": cfg.options(),  # by argparse dest, as --resume reads them
         "history": progress.history, "best": progress.best, "best_epoch": progress.best_epoch,
         "phase_index": phase.index, "phase_epoch": epoch + 1, "phase_epochs": phase.epochs,
         "global_step": (epoch + 1) * run.steps_per_epoch, "class_weights": run.class_weights,
         "pretrained": run.pretrained, "seconds": metadata["seconds"], "world_size": run.rt.world,
     }
-    save_train_state(run.out / STATE_NAME, phase.optimizer, phase.scaler, info)
 
 
 def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -> dict[str, Any]:
