@@ -12,32 +12,11 @@ import numpy as np
 from models.classes import CLASS_NAMES, PET_CLASSES
 from models.errors import one_line
 from models.files import atomic_path
+from models.formats.rle import rle_encode
 from petseg_desktop.export_files import ExportSetupError
 
 COCO_FILE = "annotations.json"
 COCO_CATEGORIES = [{"id": cid, "name": CLASS_NAMES[cid], "supercategory": "pet"} for cid in PET_CLASSES]
-
-
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a binary HxW mask (column-major runs, as pycocotools writes it)."""
-    h, w = mask.shape
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], changes, [flat.size])))
-    if flat.size and flat[0]:
-        runs = np.concatenate(([0], runs))
-    counts = runs.tolist()
-    chars = []
-    for i, run in enumerate(counts):
-        x = run - counts[i - 2] if i > 2 else run  # pycocotools' delta coding (from the fourth run on)
-        while True:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            chars.append(chr((c | 0x20 if more else c) + 48))
-            if not more:
-                break
-    return {"size": [h, w], "counts": "".join(chars)}
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -52,6 +52,7 @@ from PIL import Image
 from models.classes import MASK_PALETTE, SEMANTIC
 from models.errors import one_line
 from models.images import load_rgb, save_png_atomic
+from petseg_desktop import annotation_export
 from petseg_desktop.coco import COCO_FILE, CocoDocument
 from petseg_desktop.export_files import (
     EXPORT_MARK,
@@ -350,6 +351,8 @@ def _export_cli(args: argparse.Namespace, cancel: threading.Event, stop: _StopRe
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``petseg-export``: 0 all written, 1 some failed, 2 usage or setup error, 130 Ctrl-C, 143 SIGTERM."""
+    if (argv := list(sys.argv[1:] if argv is None else argv))[:1] == ["annotations"]:  # accepted annotations
+        return annotation_export.main(argv[1:])
     cancel = threading.Event()
     stop = _StopRequest(cancel)
     with _signals_handled_by(stop):
