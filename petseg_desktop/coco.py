@@ -19,6 +19,32 @@ COCO_FILE = "annotations.json"
 COCO_CATEGORIES = [{"id": cid, "name": CLASS_NAMES[cid], "supercategory": "pet"} for cid in PET_CLASSES]
 
 
+CocoEntry = tuple[dict[str, Any], list[dict[str, Any]]]  # a photo's image record and annotations, without ids
+
+
+def coco_entry(name: str, labels: np.ndarray) -> CocoEntry:
+    """The image record of the photo ``name`` and one annotation per pet class present in ``labels``
+    (HxW class indices), without ids: :meth:`CocoDocument.append` numbers them."""
+    h, w = labels.shape
+    annotations = []
+    for category in PET_CLASSES:
+        mask = labels == category
+        if not mask.any():
+            continue
+        cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+        x, y = int(cols[0]), int(rows[0])
+        annotations.append(
+            {
+                "category_id": category,
+                "segmentation": rle_encode(mask),
+                "area": int(mask.sum()),
+                "bbox": [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y],
+                "iscrowd": 0,
+            }
+        )
+    return {"file_name": name, "height": h, "width": w}, annotations
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
     with atomic_path(path) as tmp:
@@ -71,30 +97,34 @@ class CocoDocument:
         return cls(path, resume=skip_existing)
 
     def add(self, name: str, labels: np.ndarray) -> None:
-        images, annotations = self.doc["images"], self.doc["annotations"]
+        """Add the photo ``name`` with its label mask ``labels`` under the next ids."""
+        self.append(coco_entry(name, labels))
+
+    def append(self, entry: CocoEntry) -> None:
+        """Add an entry of :func:`coco_entry`, numbering its image and annotations after the last ones."""
+        image, annotations = entry
         image_id = self._next_image_id
         self._next_image_id += 1
-        h, w = labels.shape
-        images.append({"id": image_id, "file_name": name, "height": h, "width": w})
-        for category in PET_CLASSES:
-            mask = labels == category
-            if not mask.any():
-                continue
-            cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-            x, y = int(cols[0]), int(rows[0])
-            annotations.append(
-                {
-                    "id": self._next_annotation_id,
-                    "image_id": image_id,
-                    "category_id": category,
-                    "segmentation": rle_encode(mask),
-                    "area": int(mask.sum()),
-                    "bbox": [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y],
-                    "iscrowd": 0,
-                }
-            )
+        self.doc["images"].append({"id": image_id, **image})
+        for annotation in annotations:
+            self.doc["annotations"].append({"id": self._next_annotation_id, "image_id": image_id, **annotation})
             self._next_annotation_id += 1
-        self.names.add(name)
+        self.names.add(image["file_name"])
 
     def save(self) -> None:
         _write_text_atomic(self.path, json.dumps(self.doc))
+
+
+class CocoEntries:
+    """One process's share of a COCO export under torchrun: entries kept in memory, unnumbered, until
+    rank 0 appends everybody's to its :class:`CocoDocument` in the order of the whole photo list."""
+
+    def __init__(self) -> None:
+        self.entries: list[CocoEntry] = []
+
+    def add(self, name: str, labels: np.ndarray) -> None:
+        """Keep the entry of the photo ``name`` with its label mask ``labels``."""
+        self.entries.append(coco_entry(name, labels))
+
+    def save(self) -> None:
+        """Nothing to write: rank 0 writes the one annotations.json."""

@@ -28,6 +28,12 @@ Nothing is lost:
 
 Setup problems raise :class:`ExportSetupError` (one line); photos that fail are listed with a
 one-line reason while the export goes on.
+
+Under ``torchrun --nproc_per_node N`` every process checks and plans the same export, segments its
+share of the photos (:meth:`ExportPlan.share`: every N-th from its rank on) on its own device and
+writes those masks; rank 0 gathers the summaries and COCO entries (:mod:`petseg_desktop.export_ranks`),
+numbers the entries in the order of the whole photo list and reports for all, so the files are
+those a single process writes.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from models.classes import MASK_PALETTE, SEMANTIC
 from models.errors import one_line
 from models.images import load_rgb, save_png_atomic
 from petseg_desktop import annotation_export
-from petseg_desktop.coco import COCO_FILE, CocoDocument
+from petseg_desktop.coco import COCO_FILE, CocoDocument, CocoEntries, CocoEntry
 from petseg_desktop.export_files import (
     EXPORT_MARK,
     ExportSetupError,
@@ -64,6 +70,7 @@ from petseg_desktop.export_files import (
     remove_stale_temp_files,
     replace_refusal,
 )
+from petseg_desktop.export_ranks import RANK_TIMEOUT_S, RankGroup, Ranks, ReportedByRankZero, fingerprint
 
 FORMATS = ("png", "color", "coco")
 PREFETCH = 2  # photos decoded ahead of the model, in a background thread
@@ -82,6 +89,7 @@ class ExportSummary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     cancelled: bool = False
     seconds: float = 0.0
+    stopped: list[str] = field(default_factory=list)  # under torchrun: processes that stopped early, and why
 
     @property
     def images_per_second(self) -> float:
@@ -97,6 +105,7 @@ class ExportSummary:
             f"of {self.total} in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)"
         ]
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed]
+        lines += [f"  STOPPED {reason}" for reason in self.stopped]
         return "\n".join(lines)
 
 
@@ -131,7 +140,53 @@ class ExportPlan:
     todo: list[tuple[Path, str]] = field(default_factory=list)  # photo, mask file name (COCO: photo name)
     skipped: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
-    coco: CocoDocument | None = None
+    coco: CocoDocument | CocoEntries | None = None
+
+    def share(self, rank: int, world: int) -> ExportPlan:
+        """Process ``rank`` of ``world``'s part: every ``world``-th photo to segment from the ``rank``-th
+        on. COCO entries are kept for rank 0 to number; the skipped and failed files are left to rank 0's
+        report of the whole plan (:func:`merge_shares`)."""
+        todo = self.todo[rank::world]
+        coco = CocoEntries() if self.coco is not None else None
+        return ExportPlan(self.fmt, self.output_dir, len(todo), self.overwrite, todo=todo, coco=coco)
+
+    def digest(self) -> str:
+        """Equal on processes that planned the same export (photos, output names, counts)."""
+        return fingerprint((self.fmt, str(self.output_dir), self.total, self.skipped, [(str(p), n) for p, n in self.todo]))
+
+
+@dataclass
+class ShareResult:
+    """What one process did with its share, for rank 0: its summary, its COCO entries, its exit
+    status if a signal stopped it, and why it stopped early if it did."""
+
+    summary: ExportSummary
+    coco: list[CocoEntry]
+    exit_code: int
+    error: str | None = None
+
+
+def merge_shares(plan: ExportPlan, results: Sequence[ShareResult], seconds: float) -> ExportSummary:
+    """The summary of ``plan`` from its shares' ``results``, as one process would report it (failures
+    in photo order), with COCO entries added to ``plan.coco`` in photo order and the file saved."""
+    order = {photo: index for index, (photo, _) in enumerate(plan.todo)}
+    failed = sorted((f for r in results for f in r.summary.failed), key=lambda f: order.get(f[0], -1))
+    summary = ExportSummary(
+        total=plan.total,
+        written=sum(r.summary.written for r in results),
+        skipped=plan.skipped,
+        failed=plan.failed + failed,
+        cancelled=any(r.summary.cancelled for r in results),
+        seconds=seconds,
+        stopped=[f"rank {rank}: {r.error}" for rank, r in enumerate(results) if r.error],
+    )
+    if isinstance(plan.coco, CocoDocument):
+        names = {name: index for index, (_, name) in enumerate(plan.todo)}
+        for entry in sorted((e for r in results for e in r.coco), key=lambda e: names[e[0]["file_name"]]):
+            plan.coco.append(entry)
+        if summary.written:
+            plan.coco.save()
+    return summary
 
 
 def _quiet_bomb_warnings() -> None:
@@ -284,8 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing files petseg-export did not write (annotations.json too)"
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: CUDA when available)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: CUDA when available; cuda:LOCAL_RANK under torchrun)")
+    parser.add_argument(
+        "--rank-timeout", type=_seconds, default=RANK_TIMEOUT_S, metavar="S",
+        help=f"under torchrun: how long a process waits for the others, before the first photo and at the end "
+        f"(default {RANK_TIMEOUT_S:.0f})",
+    )
     return parser
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 class _StopRequest:
@@ -333,20 +404,68 @@ def _load_segmenter(checkpoint: str | None, device: str | None) -> tuple[Any, Pa
         raise ExportSetupError(one_line(error)) from None
 
 
-def _export_cli(args: argparse.Namespace, cancel: threading.Event, stop: _StopRequest) -> int:
-    """Check, load the model, export with a progress bar, report; returns the exit status."""
+def _set_up(args: argparse.Namespace, group: RankGroup) -> tuple[ExportPlan, Any, Path]:
+    """Check the device, plan and load the model before any photo, on every process; a problem on any
+    stops them all (ExportSetupError on rank 0, ReportedByRankZero on the others)."""
+    try:
+        device = group.ranks.device(args.device)
+        check_device(device)
+        plan = plan_export(args.input, args.output, args.format, args.skip_existing, args.overwrite)
+        segmenter, checkpoint = _load_segmenter(args.checkpoint, device)
+    except (ExportSetupError, FileNotFoundError) as error:
+        group.agree_on_setup(one_line(error), None)
+        raise  # a single process
+    group.agree_on_setup(None, plan.digest())
+    return plan, segmenter, checkpoint
+
+
+def _run_share(share: ExportPlan, segmenter: Any, handled: int, cancel: threading.Event, stop: _StopRequest,
+               group: RankGroup) -> ShareResult:
+    """Segment this process's ``share`` (a progress bar on rank 0 only, counting ``handled`` photos
+    the plan settled); under torchrun an error that stops it is reported, not raised."""
     from tqdm import tqdm
 
-    check_device(args.device)
-    plan = plan_export(args.input, args.output, args.format, args.skip_existing, args.overwrite)
-    segmenter, checkpoint = _load_segmenter(args.checkpoint, args.device)
-    print(f"petseg-export: {plan.total} photos, model {checkpoint} on {segmenter.device}", file=sys.stderr)
-    with tqdm(total=plan.total, unit="img", desc="Exporting", dynamic_ncols=True) as bar:
-        summary = run_export(plan, segmenter, lambda done, total, path: bar.update(done - bar.n), cancel)
-    print(summary.describe(), file=sys.stderr if summary.failed or summary.cancelled else sys.stdout)
-    if summary.cancelled:
-        return stop.exit_code
-    return 1 if summary.failed else 0
+    world = group.ranks.world
+    desc = "Exporting" if world == 1 else f"Exporting (rank 0 of {world})"
+    total = handled + len(share.todo)
+    with tqdm(total=total, initial=handled, unit="img", desc=desc, dynamic_ncols=True, disable=not group.ranks.main) as bar:
+        try:
+            summary = run_export(share, segmenter, lambda done, _, path: bar.update(handled + done - bar.n), cancel)
+        except Exception as error:  # noqa: BLE001 - rank 0 reports it with everybody's results
+            if not group.distributed:
+                raise
+            return ShareResult(ExportSummary(total=share.total), [], 1, f"{type(error).__name__}: {one_line(error)}")
+    entries = share.coco.entries if isinstance(share.coco, CocoEntries) else []
+    return ShareResult(summary, entries, stop.exit_code)
+
+
+def _export_cli(args: argparse.Namespace, cancel: threading.Event, stop: _StopRequest) -> int:
+    """Check, load the model, export with a progress bar, report; returns the exit status. Under
+    torchrun each process does this for its share, and rank 0 reports for all."""
+    ranks = Ranks.from_env()
+    with RankGroup(ranks, args.rank_timeout) as group:
+        try:
+            plan, segmenter, checkpoint = _set_up(args, group)
+        except ReportedByRankZero as reported:
+            return reported.code
+        processes = f" over {ranks.world} processes" if group.distributed else ""
+        if ranks.main:
+            print(f"petseg-export: {plan.total} photos{processes}, model {checkpoint} on {segmenter.device}", file=sys.stderr)
+        start = time.perf_counter()
+        share = plan.share(ranks.rank, ranks.world)
+        results = group.gather(_run_share(share, segmenter, plan.total - len(plan.todo), cancel, stop, group))
+        if results is None:
+            return group.share_outcome(None)
+        code = 1  # what the other processes exit with should the merge fail
+        try:
+            summary = merge_shares(plan, results, time.perf_counter() - start)
+            troubled = bool(summary.failed or summary.stopped)
+            print(summary.describe(), file=sys.stderr if troubled or summary.cancelled else sys.stdout)
+            cancelled = [r.exit_code for r in results if r.summary.cancelled]
+            code = cancelled[0] if cancelled else int(troubled)
+        finally:
+            group.share_outcome(code)
+        return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
