@@ -47,12 +47,12 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
     a.name: a
     for a in (
         Architecture("unet", SEMANTIC, UNet, pretrained=IMAGENET_ENCODER, options=("base", "depth", "encoder"),
-                     default_config=MappingProxyType({"encoder": "scratch"})),
+                     default_config=MappingProxyType({"encoder": "effnet_lite0"})),
         Architecture("autoencoder", SEMANTIC, Autoencoder, phases=(RECONSTRUCTION, SEGMENTATION)),
         Architecture("clip", SEMANTIC, ClipSegmenter, pretrained=CLIP_RN50),
         Architecture("clip_unet", SEMANTIC, ClipUNet, pretrained=CLIP_RN50),
         Architecture("prompt_unet", PROMPT, PromptUNet, pretrained=IMAGENET_ENCODER,
-                     options=("base", "depth", "encoder"), default_config=MappingProxyType({"encoder": "scratch"})),
+                     options=("base", "depth", "encoder"), default_config=MappingProxyType({"encoder": "effnet_lite0"})),
     )
 })
 

@@ -33,7 +33,7 @@ def test_fit_runs_on_two_gloo_processes(ddp_data: Path, tmp_path: Path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "training.cli", "fit", "--arch", "unet", "--data", str(ddp_data), "--out", str(out),
         "--epochs", "2", "--batch-size", "2", "--limit", "8", "--val-fraction", "0.2", "--size", "64",
-        "--base", "8", "--depth", "3", "--workers", "0", "--augment", "none", "--no-progress",
+        "--encoder", "scratch", "--base", "8", "--depth", "3", "--workers", "0", "--augment", "none", "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

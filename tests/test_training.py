@@ -11,7 +11,8 @@ import torch
 
 from training.cli import main
 
-ARGS_TINY = ["--size", "64", "--base", "8", "--depth", "3", "--workers", "0", "--augment", "none", "--no-progress"]
+ARGS_TINY = ["--size", "64", "--encoder", "scratch", "--base", "8", "--depth", "3", "--workers", "0", "--augment", "none",
+             "--no-progress"]  # --depth 3 is for the scratch encoder (the default, effnet_lite0, has 5 levels)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +103,10 @@ def test_fit_config_is_built_once_from_the_command_line():
     cfg = parse_fit("--arch", "unet", "--data", "d", "--lr", "0.01", "--limit", "4")
     assert (cfg.lr, cfg.limit, cfg.epochs, cfg.encoder, cfg.bf16) == (0.01, 4, 30, None, False)
     assert cfg.explicit == {"arch", "data", "lr", "limit"} and cfg.argv[:2] == ("petseg-train", "fit")
-    assert model_config(cfg) == {"encoder": "scratch"}  # the registry's default_config
+    assert model_config(cfg) == {"encoder": "effnet_lite0"}  # the registry's default_config
+    assert cfg.with_default_encoder().encoder == "effnet_lite0"  # written in when the run starts
+    assert parse_fit("--arch", "unet", "--data", "d", "--encoder", "scratch").with_default_encoder().encoder == "scratch"
+    assert parse_fit("--arch", "clip", "--data", "d").with_default_encoder().encoder is None  # takes no encoder
     assert model_config(parse_fit("--arch", "autoencoder", "--data", "d", "--base", "8")) == {"base": 8}
     ae = parse_fit("--arch", "autoencoder", "--data", "d", "--ae-epochs", "2", "--epochs", "3")
     assert phase_plan(ae) == [("reconstruction", 2), ("segmentation", 3)]
@@ -250,6 +254,48 @@ def test_resume_continues_exactly(arch, tiny_data, tmp_path):
         assert torch.equal(a[key], b[key]), key
     straight, split = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
     assert [r["train_loss"] for r in straight] == [r["train_loss"] for r in split]
+
+
+@pytest.mark.parametrize("arch", ["unet", "prompt_unet"])
+def test_bare_fit_trains_the_imagenet_encoder_and_says_so(arch, tiny_data, tmp_path, capsys):
+    from models.checkpoint import read_metadata
+    from training.fit.state import read_train_state
+
+    tiny = ["--arch", arch, "--data", str(tiny_data), "--size", "64", "--limit", "2", "--epochs", "1",
+            "--workers", "0", "--no-progress"]
+    runs = {"default": [], "scratch": ["--encoder", "scratch"]}
+    for name, extra in runs.items():
+        assert main(["fit", *tiny, "--out", str(tmp_path / name), *extra]) == 0
+        runs[name] = capsys.readouterr().err
+    assert (f"encoder: effnet_lite0 with ImageNet weights (the default for {arch}; --encoder scratch trains from "
+            "scratch)") in runs["default"]
+    assert "encoder: scratch, no pretrained weights (--encoder scratch)" in runs["scratch"]
+    for name, encoder, pretrained in [("default", "effnet_lite0", "effnet_lite0 imagenet"), ("scratch", "scratch", "none")]:
+        meta = read_metadata(tmp_path / name / "last.safetensors")
+        assert (meta["config"]["encoder"], meta["training"]["pretrained"]) == (encoder, pretrained)
+        _, state = read_train_state(tmp_path / name / ".last.state.safetensors")
+        assert state["args"]["encoder"] == encoder  # explicit: a resumed run builds the same model
+
+
+def test_resume_of_a_state_without_encoder_keeps_its_checkpoint_encoder(tiny_data, tmp_path, capsys):
+    """Resume states saved before the default encoder was written in have encoder null: they trained scratch."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = tmp_path / "old"
+    assert fit(tiny_data, out, "--arch", "unet", "--epochs", "2", "--limit", "2", "--stop-after-epochs", "1") == 0
+    state = out / ".last.state.safetensors"
+    with safe_open(str(state), framework="pt") as f:
+        header = json.loads(f.metadata()["petseg_train_state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header["args"]["encoder"] = None
+    save_file(tensors, str(state), metadata={"petseg_train_state": json.dumps(header)})
+    capsys.readouterr()
+    assert main(["fit", "--resume", str(out), "--data", str(tiny_data), "--arch", "unet"]) == 0
+    assert "encoder: scratch, no pretrained weights (saved with the run)" in capsys.readouterr().err
+    assert len(read_log(out)) == 2
 
 
 def test_bare_resume_without_state_starts_fresh(tiny_data, tmp_path):

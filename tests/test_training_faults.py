@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROG = "petseg-train"
 CLI = [sys.executable, "-m", "training.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-TINY = ["--arch", "unet", "--base", "8", "--depth", "3", "--size", "64", "--limit", "4", "--workers", "0",
-        "--augment", "none", "--no-progress", "--epochs", "1", "--val-fraction", "0.2"]
+TINY = ["--arch", "unet", "--encoder", "scratch", "--base", "8", "--depth", "3", "--size", "64", "--limit", "4",
+        "--workers", "0", "--augment", "none", "--no-progress", "--epochs", "1", "--val-fraction", "0.2"]
 
 
 def make_pets(pets_root: Path, root: Path) -> Path:

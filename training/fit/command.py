@@ -21,7 +21,7 @@ from training.fit.run import Progress, announce, build_run, load_saved_weights
 from training.fit.run_log import RunLog
 from training.fit.runtime import Runtime, setup_runtime
 from training.fit.saving import write_errors
-from training.fit.state import STATE_NAME, read_train_state, resolve_resume
+from training.fit.state import STATE_NAME, read_train_state, resolve_resume, saved_options
 
 
 def run_fit(cfg: FitConfig) -> int:
@@ -32,11 +32,12 @@ def run_fit(cfg: FitConfig) -> int:
     resume_tensors, resume_header = None, None
     if resume_dir is not None:
         resume_tensors, resume_header = read_train_state(resume_dir / STATE_NAME)
-        cfg, ignored = cfg.resumed(resume_header["args"], str(resume_dir))
+        cfg, ignored = cfg.resumed(saved_options(resume_header, resume_dir), str(resume_dir))
         if ignored and os.environ.get("RANK", "0") == "0":
             names = ", ".join("--" + c.replace("_", "-") for c in ignored)
             print(f"note: --resume keeps the run's saved {names} (only --epochs, --workers, --device, "
                   "--patience, --stop-after-epochs, --data can change)", file=sys.stderr)
+    cfg = cfg.with_default_encoder()  # saved in the resume state: a resumed run builds the same model
     cfg.check()
     rt = setup_runtime(cfg.device, cfg.bf16, cfg.no_amp)
     try:

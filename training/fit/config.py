@@ -28,6 +28,9 @@ from training.fit.errors import FitError
 
 ENCODERS = ("scratch", "effnet_lite0")
 SCRATCH = ENCODERS[0]  # what every architecture's encoder is without ImageNet weights
+# How each encoder starts: after its name at the start of a run, and as the alternative to the default.
+ENCODER_START = {"scratch": ", no pretrained weights", "effnet_lite0": " with ImageNet weights"}
+ENCODER_ALTERNATIVE = {"scratch": "trains from scratch", "effnet_lite0": "starts from ImageNet EfficientNet-Lite0"}
 MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keywords, where arch.options lists them
 
 # Options a resumed run takes from the command line when given there; all others come from
@@ -55,7 +58,7 @@ class FitConfig:
     workers: int = 2
     device: str = "auto"
     resume: str | None = None
-    encoder: str | None = None  # None: the architecture's default_config
+    encoder: str | None = None  # None: the architecture's default_config (written in by with_default_encoder)
     base: int | None = None
     depth: int | None = None
     clip_weights: str | None = None
@@ -108,6 +111,28 @@ class FitConfig:
                 ignored.append(key)
             kept[key] = value
         return replace(self, out=run, **kept), ignored
+
+    def with_default_encoder(self) -> FitConfig:
+        """This config with the architecture's default encoder written in when it takes one and none
+        was given, so that the resume state names the encoder the run trains (not a default that may
+        change)."""
+        arch = self.architecture
+        if self.encoder is not None or "encoder" not in arch.options:
+            return self
+        return replace(self, encoder=arch.default_config.get("encoder", SCRATCH))  # the builders' own: scratch
+
+    def encoder_line(self, resumed: bool) -> str | None:
+        """The start-of-run line saying which encoder trains and why; None for architectures without one."""
+        if "encoder" not in self.architecture.options or self.encoder is None:
+            return None
+        if resumed:
+            why = "saved with the run"
+        elif "encoder" in self.explicit:
+            why = f"--encoder {self.encoder}"
+        else:
+            others = "; ".join(f"--encoder {e} {ENCODER_ALTERNATIVE[e]}" for e in ENCODERS if e != self.encoder)
+            why = f"the default for {self.arch}; {others}"
+        return f"encoder: {self.encoder}{ENCODER_START[self.encoder]} ({why})"
 
     def resume_command(self) -> str:
         """The command line that continues this run (in ``out``) after it stopped: the original one
@@ -195,6 +220,15 @@ def _names(predicate: Callable[[Architecture], bool], sep: str = "/") -> str:
     return sep.join(a.name for a in ARCHITECTURES.values() if predicate(a))
 
 
+def _defaults(option: str) -> str:
+    """Each default value of ``option`` in the registry with its architectures, for help texts."""
+    by_value: dict[Any, list[str]] = {}
+    for arch in ARCHITECTURES.values():
+        if option in arch.options and option in arch.default_config:
+            by_value.setdefault(arch.default_config[option], []).append(arch.name)
+    return "; ".join(f"{value} for {' and '.join(names)}" for value, names in by_value.items())
+
+
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fit`` subcommand's options (defaults: FitConfig's)."""
     d = {f.name: f.default for f in fields(FitConfig) if f.default is not MISSING}
@@ -219,7 +253,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "starts fresh when there is nothing to resume yet)",
     )
     p.add_argument("--encoder", choices=ENCODERS, default=d["encoder"],
-                   help=f"{_names(_takes('encoder'))} encoder: from scratch (the default) or ImageNet EfficientNet-Lite0")
+                   help=f"{_names(_takes('encoder'))} encoder: scratch (no pretrained weights) or effnet_lite0 "
+                   f"(ImageNet EfficientNet-Lite0); default: {_defaults('encoder')}")
     p.add_argument("--base", type=int, default=d["base"], help="model base width (architecture default if omitted)")
     p.add_argument("--depth", type=int, default=d["depth"], help="model depth (architecture default if omitted)")
     p.add_argument("--clip-weights", default=d["clip_weights"], metavar="PATH|openai|none",

@@ -47,6 +47,7 @@ class Run:
     prior_seconds: float  # time spent by the invocations this one resumes
     hardware: dict[str, Any]
     command: str
+    resumed: bool  # continuing a saved run
 
 
 @dataclass
@@ -120,6 +121,7 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
         prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
         hardware=hardware_summary(rt, cfg.channels_last),
         command=" ".join(shlex.quote(a) for a in cfg.argv or sys.argv),
+        resumed=resume_header is not None,
     )
 
 
@@ -141,11 +143,14 @@ def load_saved_weights(run: Run, progress: Progress) -> bool:
 
 
 def announce(run: Run) -> None:
-    """Say what is trained on what, and warn when --bf16 would be emulated on this CPU."""
+    """Say what is trained on what (and which encoder, and why), and warn when --bf16 would be emulated on this CPU."""
     cfg, rt = run.cfg, run.rt
     rt.log(f"{cfg.arch} {run.config}: {run.data.summary['train_images']} train / {run.data.summary['val_images']} "
            f"val photos at {cfg.size} px on {run.hardware['device']} x{rt.world} ({run.hardware['precision']}); "
            f"writing {run.out}")
+    encoder = cfg.encoder_line(run.resumed)
+    if encoder is not None:
+        rt.log(encoder)
     if cfg.bf16 and rt.device.type == "cpu" and not cpu_has_fast_bf16():
         rt.log(f"WARNING: --bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 "
                "(AVX512-BF16/AMX); bf16 autocast is emulated and MUCH slower (measured 10-37x on AVX2). "

@@ -42,6 +42,27 @@ def resolve_resume(resume: str | None, out: str | None) -> Path | None:
     raise FitError(f"--resume {resume}: no resume state ({STATE_NAME}) in {run}")
 
 
+def saved_options(header: dict[str, Any], run: Path) -> dict[str, Any]:
+    """The options (by argparse dest) that the resume state ``header`` of run folder ``run`` saved.
+
+    States saved before runs wrote their default encoder into the options have ``encoder: null``
+    for an architecture that takes one; they trained the encoder that their ``last.safetensors``
+    config names (none named: the builders' own default, scratch).
+    """
+    from models.checkpoint import CheckpointError, read_metadata
+    from models.registry import ARCHITECTURES
+
+    options = dict(header["args"])
+    arch = ARCHITECTURES.get(options.get("arch"))
+    if options.get("encoder") is None and arch is not None and "encoder" in arch.options:
+        try:
+            config = read_metadata(run / "last.safetensors").get("config") or {}
+        except CheckpointError as error:
+            raise FitError(f"--resume {run}: {error}") from None
+        options["encoder"] = config.get("encoder") or "scratch"
+    return options
+
+
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """torch (CPU and CUDA), numpy and Python RNG states as tensors plus JSON-able values."""
     tensors = {"rng.torch": torch.get_rng_state()}
