@@ -11,10 +11,15 @@ otherwise nothing is written and the command says which file, exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
+import secrets
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.errors import one_line
@@ -46,6 +51,41 @@ IMPORTERS: dict[str, Callable[[Path], list[PhotoObjects]]] = {
 MANIFEST = ".petseg-export-files.json"  # SHA-1 of each non-PNG file this command wrote
 
 
+class ExportCancelled(Exception):
+    """The export was cancelled; nothing was written (staged files are removed)."""
+
+
+Progress = Callable[[str, int, int, str], None]  # stage ("reading"/"writing"), done, total, name
+
+
+@dataclass
+class AnnotationExportSummary:
+    """What :func:`export_annotations` did: counts, the photos without objects, failures."""
+
+    photos: int
+    objects: int
+    files: int
+    output: Path
+    empty: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The result in short lines: counts first, then one line per empty or failed photo."""
+        head = f"{count(self.photos, 'photo')}, {count(self.objects, 'object')}: {count(self.files, 'file')} in {self.output}"
+        return [head, *(f"no annotation: {p.name}" for p in self.empty),
+                *(f"failed: {p.name}: {reason}" for p, reason in self.failed)]
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 photo", "3 photos"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise ExportCancelled("cancelled")
+
+
 def exporter(fmt: str, output: Path, suffix: str) -> Callable[[list[PhotoObjects]], list[OutputFile]]:
     """The function that makes the files of ``fmt``."""
     return {
@@ -59,17 +99,23 @@ def exporter(fmt: str, output: Path, suffix: str) -> Callable[[list[PhotoObjects
     }[fmt]
 
 
-def accepted_annotations(folder: Path) -> tuple[list[PhotoObjects], list[Path], list[tuple[Path, str]]]:
+def accepted_annotations(
+    folder: Path, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> tuple[list[PhotoObjects], list[Path], list[tuple[Path, str]]]:
     """The photos of ``folder`` with accepted objects, those without, and failures (one line each)."""
     photos, rejected = collect_inputs([folder])
     items, empty, failed = [], [], list(rejected)
-    for photo in photos:
+    for done, photo in enumerate(photos):
+        _check_cancel(cancel)
         try:
             shape = photo_size(photo)
             doc = load_document(photo, shape)
         except (FormatError, SidecarError) as error:
             failed.append((photo, one_line(error)))
             continue
+        finally:
+            if progress is not None:
+                progress("reading", done + 1, len(photos), photo.name)
         if doc.objects:
             objects = [LabelledMask(obj.class_id, obj.mask) for obj in doc.objects]
             items.append(PhotoObjects(photo, doc.height, doc.width, objects))
@@ -90,22 +136,95 @@ def _read_manifest(output: Path) -> dict[str, str]:
         return {}
 
 
-def write_files(files: list[OutputFile], output: Path, overwrite: bool) -> int:
-    """Write ``files`` under ``output`` after checking that none replaces a file we may not touch."""
+def _staged_name(target: Path) -> Path:
+    """A hidden temp name beside ``target`` that remove_stale_temp_files recognises."""
+    return target.with_name(f".{target.name}-{secrets.token_hex(8)}.tmp")
+
+
+def write_files(
+    files: list[OutputFile],
+    output: Path,
+    overwrite: bool,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Write ``files`` under ``output`` after checking that none replaces a file we may not touch.
+
+    Every file is first written to a hidden temp file; only when all are written (and ``cancel``
+    is not set) are they renamed into place, so a cancelled or failed run leaves no partial output.
+    """
     manifest = _read_manifest(output)
     for file in files:
         target = output / file.path
         refusal = replace_refusal(target, overwrite)
         if refusal and not (target.is_file() and manifest.get(file.path.as_posix()) == _sha1(target)):
             raise ExportSetupError(f"{file.path.as_posix()}: {refusal.split(' ', 1)[1]}")
-    for file in files:
-        target = output / file.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        file.write(target)
+    staged: list[tuple[Path, Path]] = []
+    made: list[Path] = []  # folders this run created, removed again when it does not finish
+    try:
+        for done, file in enumerate(files):
+            _check_cancel(cancel)
+            target = output / file.path
+            for parent in reversed(target.relative_to(output).parents[:-1]):
+                if not (output / parent).exists():
+                    (output / parent).mkdir()
+                    made.append(output / parent)
+            staged.append((_staged_name(target), target))
+            file.write(staged[-1][0])
+            if progress is not None:
+                progress("writing", done + 1, len(files), file.path.as_posix())
+        _check_cancel(cancel)
+    except BaseException:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    for temp, target in staged:
+        os.replace(temp, target)
         if target.suffix.lower() != ".png":
-            manifest[file.path.as_posix()] = _sha1(target)
+            manifest[target.relative_to(output).as_posix()] = _sha1(target)
     (output / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     return len(files)
+
+
+def export_annotations(
+    folder: Path,
+    output: Path,
+    fmt: str,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> AnnotationExportSummary:
+    """Write the accepted objects of ``folder``'s photos to ``output`` in ``fmt`` (see FORMATS).
+
+    Raises ExportSetupError (bad folder, unusable output, a file that may not be replaced) and
+    ExportCancelled when ``cancel`` is set before the files are in place (then nothing is written).
+    """
+    if not folder.is_dir():
+        raise ExportSetupError(f"{folder} is not a folder")
+    items, empty, failed = accepted_annotations(folder, progress, cancel)
+    return _export_items(items, output, fmt, overwrite, progress, cancel, empty, failed)
+
+
+def _export_items(
+    items: list[PhotoObjects],
+    output: Path,
+    fmt: str,
+    overwrite: bool,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    empty: list[Path] | None = None,
+    failed: list[tuple[Path, str]] | None = None,
+) -> AnnotationExportSummary:
+    prepare_output(output)
+    remove_stale_temp_files(output)
+    photos = [item.photo for item in items]
+    files = exporter(fmt, output, mask_suffix(photos, output, "png"))(items)
+    written = write_files(files, output, overwrite, progress, cancel)
+    objects = sum(len(i.objects) for i in items)
+    return AnnotationExportSummary(len(items), objects, written, output, empty or [], failed or [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,25 +253,17 @@ def _imported(source: str) -> list[PhotoObjects]:
 
 def run(args: argparse.Namespace) -> int:
     """Export as ``args`` say; 0 done, 1 some photos failed."""
-    empty: list[Path] = []
-    failed: list[tuple[Path, str]] = []
     if args.source:
-        items = _imported(args.source)
+        summary = _export_items(_imported(args.source), args.output, args.format, args.overwrite)
     else:
         if not args.input.is_dir():
             raise ExportSetupError(f"--input {args.input} is not a folder")
-        items, empty, failed = accepted_annotations(args.input)
-    prepare_output(args.output)
-    remove_stale_temp_files(args.output)
-    photos = [item.photo for item in items]
-    files = exporter(args.format, args.output, mask_suffix(photos, args.output, "png"))(items)
-    written = write_files(files, args.output, args.overwrite)
-    print(f"{len(items)} photos, {sum(len(i.objects) for i in items)} objects: {written} files in {args.output}")
-    for photo in empty:
-        print(f"no annotation: {photo.name}")
-    for photo, reason in failed:
-        print(f"failed: {photo.name}: {reason}", file=sys.stderr)
-    return 1 if failed else 0
+        summary = export_annotations(args.input, args.output, args.format, args.overwrite)
+    head, *rest = summary.lines()
+    print(head)
+    for line in rest:
+        print(line, file=sys.stderr if line.startswith("failed:") else sys.stdout)
+    return 1 if summary.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -331,6 +331,23 @@ class Editor(QObject):
         self._push("Auto-segment", replace(before, objects=(*new, *before.objects), editing=editing), before=before)
         return True
 
+    def import_objects(self, imported: list[AnnotationObject], replace_existing: bool = False) -> int:
+        """Add ``imported`` after the objects (or replace them), undoably, and save at once.
+
+        Returns how many objects the photo had before (0 when nothing changed: no document, read-only).
+        """
+        d = self.doc
+        if d is None or self.refuses_edits():
+            return 0
+        before = self.capture()
+        if replace_existing:
+            after = State(tuple(imported), Prompts(), None, None, True)
+        else:
+            after = replace(before, objects=(*before.objects, *imported))
+        self._push(f"Import {len(imported)} objects", after, before=before)
+        self.flush()
+        return len(before.objects)
+
     # ------------------------------------------------------------------ files
     def flush(self, force: bool = False) -> bool:
         """Write the sidecar now if anything changed since the last write (or always, with ``force``).

@@ -116,6 +116,11 @@ class MainWindow(QMainWindow):
         self.beside_action = self.action("Save masks beside the images", self.masks_beside, None, m)
         m.addSeparator()
         self.action("&Batch export…", self.open_export_dialog, "Ctrl+E", m)
+        self.action("Export &annotations…", self.open_annotation_export, "Ctrl+Shift+E", m,
+                    tip="The folder's accepted objects as PNG, COCO, YOLO, labelme or cut-outs")
+        self.import_action = self.action("&Import annotations…", self.open_annotation_import, "Ctrl+Shift+I", m,
+                                         tip="COCO, labelme, YOLO or mask PNGs become objects of this folder's photos")
+        self.edit_actions.append(self.import_action)
         m.addSeparator()
         self.action("&Quit", self.close, "Ctrl+Q", m)
 
@@ -215,6 +220,51 @@ class MainWindow(QMainWindow):
         dialog = ExportDialog(self.settings, folder=self.folder, parent=self)
         self.export_dialog = keep_open(dialog)
         return dialog
+
+    def _folder_for(self, what: str) -> Path | None:
+        """The open folder, or None after telling that ``what`` needs one."""
+        if self.folder is None:
+            self.warn(what, "Open a folder of photos first (File > Open folder…)")
+        return self.folder
+
+    def open_annotation_export(self):
+        """File > Export annotations…: the open folder's accepted objects in another format."""
+        from petseg_desktop.annotation_dialogs import AnnotationExportDialog
+
+        if (folder := self._folder_for("Export annotations")) is None:
+            return None
+        self.editor.flush()  # the open photo's last edits are in its sidecar before anything is read
+        dialog = AnnotationExportDialog(self.settings, folder, self.editor.flush, parent=self)
+        self.annotation_dialog = keep_open(dialog)
+        return dialog
+
+    def open_annotation_import(self):
+        """File > Import annotations…: another tool's objects into this folder's photos."""
+        from petseg_desktop.annotation_dialogs import AnnotationImportDialog
+
+        if (folder := self._folder_for("Import annotations")) is None or self.editor.refuses_edits():
+            return None
+        dialog = AnnotationImportDialog(self.settings, folder, self.files.paths(), self.apply_import, parent=self)
+        dialog.setWindowModality(Qt.WindowModal)  # the folder and the open photo stay put until it is closed
+        self.annotation_dialog = keep_open(dialog)
+        return dialog
+
+    def apply_import(self, plan, replace: bool):
+        """Give the matched photos their imported objects (the open one undoably, through the editor)."""
+        from petseg_desktop.annotation_import import ImportSummary, apply_plan
+        from petseg_desktop.sidecar import has_objects
+
+        if self.editor.refuses_edits():  # the folder became read-only meanwhile
+            return ImportSummary(failed=[(self.folder.name if self.folder else "", "the folder is read-only")])
+        self.editor.flush()
+        doc = self.editor.doc
+        summary = apply_plan(plan, replace, doc.image_path if doc else None,
+                             lambda objects: self.editor.import_objects(objects, replace))
+        for photo in plan.matched:
+            self.files.set_state(photo, "annotated" if has_objects(photo) else "todo")
+        self.refresh()
+        self.statusBar().showMessage(summary.lines()[0], 8000)
+        return summary
 
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
@@ -497,12 +547,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self.settings.sync()
-        dialog = getattr(self, "export_dialog", None)
-        if dialog is not None:
-            try:
-                dialog.close()
-            except RuntimeError:  # already deleted
-                pass
+        for dialog in (getattr(self, "export_dialog", None), getattr(self, "annotation_dialog", None)):
+            if dialog is not None:
+                try:
+                    dialog.close()
+                except RuntimeError:  # already deleted
+                    pass
         self.editor.prefetcher.shutdown()
         self.host.shutdown()
         super().closeEvent(event)
