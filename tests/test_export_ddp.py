@@ -25,11 +25,12 @@ BROKEN = "Abyssinian_2a.jpg"  # a corrupt photo, second in the sorted list: rank
 TIMEOUT_S = 180
 
 
-def export_command(processes: int, photos: Path, out: Path, checkpoint: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``petseg-export`` with the tiny model on the CPU: plain, or under torchrun with ``processes``."""
+def export_command(processes: int, photos: Path, out: Path, checkpoint: Path, *extra: str,
+                   program: tuple[str, ...] = ("-m", "petseg_desktop.export")) -> subprocess.CompletedProcess:
+    """``petseg-export`` (or ``program``) with the tiny model on the CPU: plain, or under torchrun with ``processes``."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     command = [
-        sys.executable, *launcher, "-m", "petseg_desktop.export", "--input", str(photos), "--output", str(out),
+        sys.executable, *launcher, *program, "--input", str(photos), "--output", str(out),
         "--checkpoint", str(checkpoint), "--device", "cpu", "--rank-timeout", "60", *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
@@ -101,6 +102,33 @@ def test_a_setup_problem_stops_every_process_before_any_photo(
     assert proc.returncode != 0 and "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.count("already exists: pass --skip-existing") == 1  # said once, by rank 0
     assert sorted(os.listdir(out)) == [COCO_FILE] and (out / COCO_FILE).read_text() == "{}"
+
+
+SLOW_RANK_1 = """
+import os, sys, time
+import petseg_desktop.export as export
+
+def slow_on_rank_1(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        time.sleep(9)  # well past --rank-timeout 4, while the start is well within it
+    return run_export(*args, **kwargs)
+
+run_export, export.run_export = export.run_export, slow_on_rank_1
+sys.exit(export.main(sys.argv[1:]))
+"""
+
+
+def test_a_late_process_is_named_after_the_timeout_not_waited_for(
+    six_photos: Path, tmp_path: Path, tiny_semantic_checkpoint: Path
+) -> None:
+    script = tmp_path / "slow_rank_1.py"
+    script.write_text(SLOW_RANK_1)
+    proc = export_command(2, six_photos, tmp_path / "out", tiny_semantic_checkpoint, "--rank-timeout", "4",
+                          program=(str(script),))
+    assert proc.returncode != 0 and "exitcode  : 1" in proc.stderr, proc.stderr[-3000:]
+    assert "not every process reached the end of its photos within 4 s" in proc.stderr
+    assert "Ranks 1 failed to pass monitoredBarrier" in proc.stderr
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp file
 
 
 def test_three_shares_merge_into_the_single_process_coco_file(

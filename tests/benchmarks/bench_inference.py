@@ -113,15 +113,19 @@ def run_case(checkpoint: Path, width: int, height: int, trained: bool) -> dict:
     }
 
 
+def spread_test_photos(limit: int) -> list[Path]:
+    """``limit`` Test photos evenly spread over the sorted list (cats and dogs)."""
+    photos = sorted(PETS_TEST.glob("*.jpg"))
+    return [photos[int(i)] for i in np.linspace(0, len(photos) - 1, min(limit, len(photos)))]
+
+
 def export_throughput(checkpoint: Path, limit: int) -> tuple[float, int, int]:
     """Images/s exporting index PNGs for ``limit`` Test photos (evenly spread: cats and dogs)."""
     from models.predictor import load_segmenter
 
-    photos = sorted(PETS_TEST.glob("*.jpg"))
-    photos = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, min(limit, len(photos)))]
     segmenter = load_segmenter(checkpoint, device="cpu")
     with tempfile.TemporaryDirectory() as out:
-        summary = export_images(photos, out, segmenter)
+        summary = export_images(spread_test_photos(limit), out, segmenter)
     return summary.images_per_second, summary.written, len(summary.failed)
 
 
