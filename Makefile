@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 U2NETP := $(VENV)/share/petseg/u2netp.onnx
 TEST_ENV := QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 
-.PHONY: run test test-package bench package package-cuda clean
+.PHONY: run test test-package bench gpu-check package package-cuda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_inference.py
+
+# The checks that need a CUDA GPU (tests/benchmarks/gpu_check.py), logs and summary.json in
+# gpu-check-<date>/; without CUDA it says so in one line and exits 0. ARGS: e.g. --full-recipes --budget 3600.
+gpu-check: $(STAMP)
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python tests/benchmarks/gpu_check.py $(ARGS)
 
 # The CPU app bundle (dist/petseg/) from its own venv: CPU-only torch, no training packages.
 PACKAGE_VENV := .venv-package
