@@ -185,8 +185,20 @@ def merge_shares(plan: ExportPlan, results: Sequence[ShareResult], seconds: floa
         for entry in sorted((e for r in results for e in r.coco), key=lambda e: names[e[0]["file_name"]]):
             plan.coco.append(entry)
         if summary.written:
-            plan.coco.save()
+            _save_coco(plan.coco, summary)
     return summary
+
+
+def _save_coco(coco: CocoDocument | CocoEntries, summary: ExportSummary) -> None:
+    """Write the COCO file; when that fails (a full disk, say), report it as the one failure that loses
+    every photo segmented for it, rather than as an error without a summary."""
+    try:
+        coco.save()
+    except OSError as error:
+        reason = error.strerror or one_line(error)
+        summary.failed.append((coco.path, f"not written ({reason}); the {summary.written} photos segmented "
+                                          "for it are in no file"))
+        summary.written = 0
 
 
 def _quiet_bomb_warnings() -> None:
@@ -294,7 +306,7 @@ def run_export(
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
     if plan.coco is not None and summary.written:
-        plan.coco.save()
+        _save_coco(plan.coco, summary)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -381,3 +381,39 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert temp_files(out) == [fresh] and len(exported(out)) == 40
     assert_unchanged(before)
+
+
+# ------------------------------------------------------------------------------------------ full disk
+@pytest.fixture()
+def full_disk(tmp_path: Path):
+    """A folder on a 300 KB tmpfs with no room left (root only; skipped where mounting is refused)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (disk / "out").mkdir()
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # fill it to the last block; the empty probe file still fits
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(filler)
+        yield disk / "out"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_coco_on_a_full_disk_is_a_listed_failure_with_a_summary(cli, photo_dir: Path, full_disk: Path) -> None:
+    before = digests(photo_dir)
+    proc = cli("--input", photo_dir, "--output", full_disk, "--format", "coco")
+    assert "Traceback" not in proc.stderr and proc.returncode == 1, proc.stderr
+    assert "Export done: 0 written" in proc.stderr
+    line = last_line(proc.stderr)
+    assert line.startswith(f"  FAILED {full_disk / COCO_FILE}: not written (No space left on device)"), line
+    assert "4 photos segmented for it are in no file" in line
+    assert not list(full_disk.iterdir())  # no annotations.json, no temp file
+    assert_unchanged(before)
