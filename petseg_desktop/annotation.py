@@ -40,14 +40,53 @@ class Prompts:
         return Prompts(list(self.points), None if box is None else tuple(int(v) for v in box))
 
 
+@dataclass(frozen=True)
+class Strokes:
+    """Brush and eraser edits kept on top of the model's mask (HxW boolean maps, None: no pixel).
+
+    The mask shown is ``(model mask | painted) & ~erased``; a new model result replaces the model's
+    part only, so strokes survive further clicks. Treated as an immutable value (undo snapshots
+    share it): :meth:`with_stroke` returns a new one.
+    """
+
+    painted: np.ndarray | None = None
+    erased: np.ndarray | None = None
+
+    def is_empty(self) -> bool:
+        return self.painted is None and self.erased is None
+
+    def with_stroke(self, area: np.ndarray, erase: bool) -> Strokes:
+        """These strokes plus one over ``area`` (a later stroke wins over earlier ones there)."""
+        area = area.astype(bool)
+        added, removed = (self.erased, self.painted) if erase else (self.painted, self.erased)
+        added = area.copy() if added is None else added | area
+        if removed is not None:
+            removed = removed & ~area
+            removed = removed if removed.any() else None
+        return Strokes(removed, added) if erase else Strokes(added, removed)
+
+    def apply(self, model_mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+        """The mask shown: ``model_mask`` (None: empty) with the strokes; None if there is neither."""
+        if model_mask is None and self.painted is None:
+            return None
+        mask = np.zeros(shape, dtype=bool) if model_mask is None else model_mask.copy()
+        if self.painted is not None:
+            mask |= self.painted
+        if self.erased is not None:
+            mask &= ~self.erased
+        return mask
+
+
 @dataclass
 class AnnotationObject:
-    """An accepted object: its class, full-resolution boolean mask, and the prompts behind it."""
+    """An accepted object: its class, full-resolution boolean mask, the prompts behind it, and the
+    brush/eraser strokes that were part of it (kept so that a re-edit keeps them)."""
 
     class_id: int
     mask: np.ndarray
     prompts: Prompts = field(default_factory=Prompts)
     source: str = "prompt"  # "prompt", "auto" (semantic model) or "brush"
+    strokes: Strokes = field(default_factory=Strokes)
 
     @property
     def class_name(self) -> str:
@@ -107,7 +146,8 @@ class ImageAnnotation:
     width: int
     objects: list[AnnotationObject] = field(default_factory=list)
     prompts: Prompts = field(default_factory=Prompts)
-    probabilities: np.ndarray | None = None  # HxW float32 of the object being edited
+    probabilities: np.ndarray | None = None  # HxW float32 of the object being edited (the model's part)
+    strokes: Strokes = field(default_factory=Strokes)  # brush/eraser edits on top of the model's part
     editing: int | None = None  # index in ``objects`` of the object taken back for re-edit
     photo: dict | None = None  # fingerprint of the photo file this was made on (see sidecar.photo_fingerprint)
 
@@ -122,6 +162,13 @@ class ImageAnnotation:
         return bool(self.objects)
 
     def current_mask(self, threshold: float = 0.5) -> np.ndarray | None:
-        if self.probabilities is None:
-            return None
-        return self.probabilities >= threshold
+        """The mask of the object being edited: the model's at ``threshold``, plus painted, minus erased."""
+        model = None if self.probabilities is None else self.probabilities >= threshold
+        return self.strokes.apply(model, self.shape)
+
+
+def moved(items: list, index: int, to: int) -> tuple[list, list[int]]:
+    """``items`` with the one at ``index`` moved to position ``to``, and the new order (old indices)."""
+    order = list(range(len(items)))
+    order.insert(to, order.pop(index))
+    return [items[i] for i in order], order

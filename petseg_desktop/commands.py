@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PyQt5.QtWidgets import QUndoCommand
 
-from petseg_desktop.annotation import AnnotationObject, Prompts
+from petseg_desktop.annotation import AnnotationObject, Prompts, Strokes
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class State:
     probabilities: np.ndarray | None
     editing: int | None
     resolved: bool = True  # the probabilities belong to these prompts (no model run outstanding)
+    strokes: Strokes = Strokes()  # brush/eraser edits over the probabilities (a model result keeps them)
 
 
 # Shows a state: ``restore(state, predict_for)``; ``predict_for`` is the command whose prompts the

@@ -21,6 +21,7 @@ from petseg_desktop.annotation import (
     ImageAnnotation,
     Prompts,
     compose_labels,
+    moved,
     objects_from_labels,
     other_class,
     suggest_class,
@@ -109,7 +110,7 @@ class Editor(QObject):
     # ------------------------------------------------------------------ state and results
     def capture(self) -> State:
         d = self.doc
-        return State(tuple(d.objects), d.prompts.copy(), d.probabilities, d.editing, self._resolved)
+        return State(tuple(d.objects), d.prompts.copy(), d.probabilities, d.editing, self._resolved, d.strokes)
 
     def restore(self, state: State, predict_for: StateCommand | None = None) -> None:
         d = self.doc
@@ -117,6 +118,7 @@ class Editor(QObject):
         d.prompts = state.prompts.copy()
         d.probabilities = state.probabilities
         d.editing = state.editing
+        d.strokes = state.strokes
         self._request_id += 1  # whatever was in flight no longer matches what is shown
         self._resolved = state.resolved
         if predict_for is not None or (not state.resolved and not state.prompts.is_empty()):
@@ -222,7 +224,7 @@ class Editor(QObject):
 
     def clear_prompts(self) -> bool:
         d = self.doc
-        if d is None or (d.prompts.is_empty() and d.probabilities is None and d.editing is None):
+        if d is None or (d.prompts.is_empty() and d.probabilities is None and d.editing is None and d.strokes.is_empty()):
             return False
         text = "Cancel re-edit" if d.editing is not None else "Clear prompts"
         self._push(text, State(tuple(d.objects), Prompts(), None, None, True))
@@ -242,14 +244,14 @@ class Editor(QObject):
         if d.editing is not None and d.editing < len(objects):
             index = d.editing
             cid = class_id or objects[index].class_id
-            objects[index] = AnnotationObject(cid, mask.copy(), d.prompts.copy(), source)
+            objects[index] = AnnotationObject(cid, mask.copy(), d.prompts.copy(), source, d.strokes)
         else:
             evidence = self.semantic_evidence if self.semantic_evidence is not None else self.semantic_labels
             suggested = suggest_class(mask, evidence)
             cid = class_id or suggested or self.default_class
             how = "suggested by the semantic model" if suggested and not class_id else "press C to change"
             self.message.emit(f"Accepted a {CLASS_NAMES[cid]} ({how})")
-            objects.append(AnnotationObject(cid, mask.copy(), d.prompts.copy(), source))
+            objects.append(AnnotationObject(cid, mask.copy(), d.prompts.copy(), source, d.strokes))
             index = len(objects) - 1
         self._push(f"Accept {CLASS_NAMES[cid]}", State(tuple(objects), Prompts(), None, None, True))
         return index
@@ -282,31 +284,41 @@ class Editor(QObject):
         if self.doc is not None and 0 <= index < len(self.doc.objects):
             self.set_object_class(index, other_class(self.doc.objects[index].class_id))
 
+    def move_object(self, index: int, to: int) -> None:
+        """Move object ``index`` to position ``to`` in the paint order (later objects are in front)."""
+        d = self.doc
+        if d is None or not (0 <= index < len(d.objects) and 0 <= to < len(d.objects)) or index == to:
+            return
+        objects, order = moved(d.objects, index, to)
+        before = self.capture()
+        editing = None if d.editing is None else order.index(d.editing)
+        text = f"Move {d.objects[index].class_name} {'forward' if to > index else 'back'}"
+        self._push(text, replace(before, objects=tuple(objects), editing=editing), before=before)
+
     def edit_object(self, index: int) -> None:
-        """Take object ``index`` back into the editor: its prompts and mask become current."""
+        """Take object ``index`` back into the editor: its prompts, mask and strokes become current."""
         d = self.doc
         if d is None or not 0 <= index < len(d.objects):
             return
         obj = d.objects[index]
-        after = State(tuple(d.objects), obj.prompts.copy(), obj.mask.astype(np.float32), index, True)
+        after = State(tuple(d.objects), obj.prompts.copy(), obj.mask.astype(np.float32), index, True, obj.strokes)
         self._push(f"Re-edit {obj.class_name}", after)
 
     def brush(self, stroke: list[tuple[int, int]], radius: int, erase: bool) -> None:
+        """Add a brush (or eraser) stroke to the edit layer over the model's mask."""
         import cv2
 
         d = self.doc
-        if d is None or (erase and d.probabilities is None):
+        if d is None or (erase and self.current_mask() is None):
             return
         paint = np.zeros(d.shape, dtype=np.uint8)
         pts = np.asarray(stroke, dtype=np.int32).reshape(-1, 1, 2)
         cv2.polylines(paint, [pts], False, 1, thickness=max(1, 2 * radius), lineType=cv2.LINE_8)
         for x, y in stroke:
             cv2.circle(paint, (int(x), int(y)), radius, 1, -1)
-        base = d.probabilities if d.probabilities is not None else np.zeros(d.shape, np.float32)
-        probs = base.copy()
-        probs[paint.astype(bool)] = 0.0 if erase else 1.0
         before = self.capture()
-        self._push("Erase" if erase else "Brush", replace(before, probabilities=probs, resolved=True), before=before)
+        after = replace(before, strokes=d.strokes.with_stroke(paint.astype(bool), erase))
+        self._push("Erase" if erase else "Brush", after, before=before)
 
     def auto_segment(self) -> bool:
         """Start from the semantic model: one object per class present, below existing objects."""

@@ -140,6 +140,9 @@ class MainWindow(QMainWindow):
             self.action("&Delete object", self.delete_object, ["Del", "Backspace"], m),
             self.action("Toggle &class cat/dog", self.toggle_class, "C", m),
             self.action("Re-edit selected object", self.edit_selected, "R", m),
+            self.action("Bring object forward", lambda: self.move_object(1), "Ctrl+Up", m,
+                        tip="Up the Objects list: painted over the objects below it"),
+            self.action("Send object back", lambda: self.move_object(-1), "Ctrl+Down", m),
         ]
         m.addSeparator()
         self.brush_action = self.action("&Brush", lambda on: self.set_tool("brush" if on else None), "B", m, True)
@@ -184,6 +187,7 @@ class MainWindow(QMainWindow):
         self.files.fileActivated.connect(self.open_row)
         self.objects.editRequested.connect(e.edit_object)
         self.objects.deleteRequested.connect(e.delete_object)
+        self.objects.moveRequested.connect(self._move_object_to)
         self.objects.classChosen.connect(self.choose_class)
         self.controls.thresholdChanged.connect(e.set_threshold)
         self.controls.opacityChanged.connect(c.set_overlay_opacity)
@@ -327,6 +331,16 @@ class MainWindow(QMainWindow):
     def edit_selected(self) -> None:
         self.editor.edit_object(self._target_object())
 
+    def move_object(self, step: int) -> None:
+        """Move the selected object ``step`` places toward the front (+) or the back (-)."""
+        index = self._target_object()
+        if index >= 0:
+            self._move_object_to(index, max(0, min(index + step, len(self.editor.doc.objects) - 1)))
+
+    def _move_object_to(self, index: int, to: int) -> None:
+        self._select_next = to  # the moved object stays selected
+        self.editor.move_object(index, to)
+
     def choose_class(self, class_id: int) -> None:
         index = self._target_object()
         if index >= 0:
@@ -335,10 +349,17 @@ class MainWindow(QMainWindow):
             self.editor.default_class = class_id
 
     def set_tool(self, tool: str | None) -> None:
+        """Brush, eraser or prompts (None); a tool with nothing in the editor re-edits the selected object."""
+        doc = self.editor.doc
+        idle = doc is not None and doc.editing is None and self.editor.current_mask() is None and doc.prompts.is_empty()
+        note = ""
+        if tool is not None and idle and doc.objects and not self.editor.read_only:
+            self.edit_selected()  # the strokes then apply to that object
+            note = f" on object {doc.editing + 1} (re-edit; Enter accepts, Esc cancels)" if doc.editing is not None else ""
         self.brush_action.setChecked(tool == "brush")
         self.eraser_action.setChecked(tool == "eraser")
         self.canvas.brush_mode = tool
-        self.statusBar().showMessage(f"Tool: {tool or 'prompts'}", 3000)
+        self.statusBar().showMessage(f"Tool: {tool or 'prompts'}{note}", 5000)
 
     # ------------------------------------------------------------------ files
     def open_path(self, path: str | Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from PyQt5.QtCore import QPointF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PyQt5.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -109,59 +110,102 @@ class FileList(QListWidget):
             self.scrollToItem(self.item(row))
 
 
+class ObjectList(QListWidget):
+    """The object rows; dragging a row onto another place asks for a move instead of moving the item."""
+
+    rowMoved = pyqtSignal(int, int)  # from row, to row
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setDragDropMode(QAbstractItemView.InternalMove)
+        self.setDefaultDropAction(Qt.MoveAction)
+
+    def dropEvent(self, event) -> None:
+        source = self.currentRow()
+        target = self.indexAt(event.pos()).row()
+        if target < 0:
+            target = self.count() - 1  # below the last row: to the end
+        elif self.dropIndicatorPosition() == QAbstractItemView.AboveItem and target > source:
+            target -= 1
+        elif self.dropIndicatorPosition() == QAbstractItemView.BelowItem and target < source:
+            target += 1
+        event.setDropAction(Qt.IgnoreAction)  # the list is rebuilt from the document after the move
+        event.accept()
+        if 0 <= source != target:
+            self.rowMoved.emit(source, target)
+
+
 class ObjectPanel(QWidget):
-    """The image's objects (bottom to top) and the class of the selected one."""
+    """The image's objects, front first (the top row is painted last, over the others), and the
+    class of the selected one. Signals and methods speak object indices (paint order), not rows."""
 
     editRequested = pyqtSignal(int)
     classChosen = pyqtSignal(int)  # class id from the combo
     deleteRequested = pyqtSignal(int)
+    moveRequested = pyqtSignal(int, int)  # object index, new index
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.list = QListWidget()
-        self.list.setToolTip("Double-click an object to re-edit it (its prompts and mask come back)")
-        self.list.itemDoubleClicked.connect(lambda item: self.editRequested.emit(self.list.row(item)))
+        self.list = ObjectList()
+        self.list.setToolTip("Top = front: an object covers the ones below it where they overlap.\n"
+                             "Double-click an object to re-edit it (its prompts, mask and strokes come back);\n"
+                             "drag it or press Ctrl+Up / Ctrl+Down to bring it forward or send it back")
+        self.list.itemDoubleClicked.connect(lambda item: self.editRequested.emit(self.index_of(self.list.row(item))))
+        self.list.rowMoved.connect(lambda a, b: self.moveRequested.emit(self.index_of(a), self.index_of(b)))
         self.combo = QComboBox()
         for cid in PET_CLASSES:
             self.combo.addItem(dot_icon(QColor(*OVERLAY_COLOURS[cid]), True), CLASS_NAMES[cid], cid)
         self.combo.setToolTip("Class of the selected object (C toggles)")
         self.combo.activated.connect(lambda i: self.classChosen.emit(self.combo.itemData(i)))
         delete = QPushButton("Delete")
-        delete.clicked.connect(lambda: self.deleteRequested.emit(self.list.currentRow()))
+        delete.clicked.connect(lambda: self.deleteRequested.emit(self.selected()))
         row = QHBoxLayout()
         row.addWidget(QLabel("Class"))
         row.addWidget(self.combo, 1)
         row.addWidget(delete)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(QLabel("Front (painted on top)"))
         layout.addWidget(self.list)
+        layout.addWidget(QLabel("Back"))
         layout.addLayout(row)
         self.list.currentRowChanged.connect(self._sync_combo)
         self._classes: list[int] = []
 
+    def index_of(self, row: int) -> int:
+        """The object index shown in ``row`` (-1 for none); also the row of an index (the map is its own inverse)."""
+        return len(self._classes) - 1 - row if 0 <= row < len(self._classes) else -1
+
     def set_objects(self, objects, editing: int | None, select: int | None = None) -> None:
-        keep = self.list.currentRow() if select is None else select
+        """Show ``objects`` (paint order) front first; ``select`` an index (default: keep the selection)."""
+        keep = self.selected() if select is None else select
         if keep < 0 or keep >= len(objects):
             keep = len(objects) - 1  # C, Del and the class combo act on the newest object by default
         self.list.blockSignals(True)
         self.list.clear()
         self._classes = [o.class_id for o in objects]
-        for i, obj in enumerate(objects):
+        for i, obj in reversed(list(enumerate(objects))):
             text = f"{i + 1}. {obj.class_name}  ({obj.area:,} px, {obj.source})"
             if i == editing:
                 text += "  [editing]"
             item = QListWidgetItem(dot_icon(QColor(*OVERLAY_COLOURS[obj.class_id]), True), text)
             self.list.addItem(item)
-        self.list.setCurrentRow(keep)
+        self.list.setCurrentRow(self.index_of(keep))
         self.list.blockSignals(False)
         self._sync_combo(self.list.currentRow())
 
     def _sync_combo(self, row: int) -> None:
-        if 0 <= row < len(self._classes):
-            self.combo.setCurrentIndex(self.combo.findData(self._classes[row]))
+        index = self.index_of(row)
+        if index >= 0:
+            self.combo.setCurrentIndex(self.combo.findData(self._classes[index]))
 
     def selected(self) -> int:
-        return self.list.currentRow()
+        """The selected object's index (-1 for none)."""
+        return self.index_of(self.list.currentRow())
+
+    def select(self, index: int) -> None:
+        """Select object ``index``."""
+        self.list.setCurrentRow(self.index_of(index))
 
 
 class Controls(QWidget):

@@ -21,7 +21,7 @@ import numpy as np
 
 from models.classes import CLASS_NAMES, PET_CLASSES
 from models.files import atomic_path
-from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
+from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts, Strokes
 
 SIDECAR_FOLDER = ".petseg"
 FORMAT = "petseg-annotation"
@@ -122,6 +122,16 @@ def _check_prompts(data: Any, where: str, shape: tuple[int, int]) -> None:
             _fail(f"{where}.box", f"{box} is outside the {w}x{h} photo")
 
 
+def _check_strokes(data: Any, where: str, shape: tuple[int, int]) -> None:
+    """Optional ``strokes``: ``{"painted": rle or null, "erased": rle or null}`` (older files: absent)."""
+    if data is None:
+        return
+    _check_type(data, dict, where, "an object with painted and erased")
+    for key in ("painted", "erased"):
+        if data.get(key) is not None:
+            check_rle(data[key], shape, f"{where}.{key}")
+
+
 def _check_object(data: Any, where: str, shape: tuple[int, int]) -> None:
     _check_type(data, dict, where, "an object")
     if "class_id" in data:
@@ -132,6 +142,7 @@ def _check_object(data: Any, where: str, shape: tuple[int, int]) -> None:
     _check_type(data.get("source", ""), str, f"{where}.source", "text")
     _check_prompts(data.get("prompts"), f"{where}.prompts", shape)
     check_rle(data.get("mask"), shape, f"{where}.mask")
+    _check_strokes(data.get("strokes"), f"{where}.strokes", shape)
 
 
 def _check_current(data: Any, shape: tuple[int, int]) -> None:
@@ -141,6 +152,7 @@ def _check_current(data: Any, shape: tuple[int, int]) -> None:
     _check_prompts(data.get("prompts"), "current.prompts", shape)
     if data.get("mask") is not None:
         check_rle(data["mask"], shape, "current.mask")
+    _check_strokes(data.get("strokes"), "current.strokes", shape)
     editing = data.get("editing")
     if editing is not None and not (isinstance(editing, list) and len(editing) == 2 and all(map(_is_int, editing))):
         _fail("current.editing", "expected [object index, class id] or null")
@@ -207,20 +219,42 @@ def prompts_from_json(data: dict[str, Any] | None) -> Prompts:
     return Prompts(points, tuple(int(v) for v in box) if box else None)
 
 
+def strokes_to_json(strokes: Strokes) -> dict[str, Any] | None:
+    """The painted and erased pixels run-length encoded (None without strokes: the key is left out)."""
+    if strokes.is_empty():
+        return None
+    return {key: None if mask is None else rle_encode(mask)
+            for key, mask in (("painted", strokes.painted), ("erased", strokes.erased))}
+
+
+def strokes_from_json(data: dict[str, Any] | None) -> Strokes:
+    """Strokes of checked JSON (see :func:`check_document`); absent: none."""
+    data = data or {}
+    painted, erased = (None if data.get(key) is None else rle_decode(data[key]) for key in ("painted", "erased"))
+    return Strokes(painted, erased)
+
+
+def _with_strokes(data: dict[str, Any], strokes: Strokes) -> dict[str, Any]:
+    """``data`` with a ``strokes`` key when there are strokes (sidecars without strokes stay as before)."""
+    encoded = strokes_to_json(strokes)
+    return data if encoded is None else {**data, "strokes": encoded}
+
+
 def object_to_json(obj: AnnotationObject) -> dict[str, Any]:
-    return {
+    return _with_strokes({
         "class": obj.class_name,
         "class_id": obj.class_id,
         "source": obj.source,
         "prompts": prompts_to_json(obj.prompts),
         "mask": rle_encode(obj.mask),
-    }
+    }, obj.strokes)
 
 
 def object_from_json(data: dict[str, Any]) -> AnnotationObject:
     """An object of checked JSON (see :func:`check_document`)."""
     class_id = data["class_id"] if "class_id" in data else CLASS_IDS[data["class"]]
-    return AnnotationObject(class_id, rle_decode(data["mask"]), prompts_from_json(data.get("prompts")), data.get("source", "prompt"))
+    return AnnotationObject(class_id, rle_decode(data["mask"]), prompts_from_json(data.get("prompts")),
+                            data.get("source", "prompt"), strokes_from_json(data.get("strokes")))
 
 
 def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, Any]:
@@ -235,11 +269,11 @@ def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, 
         **({"photo": photo} if photo else {}),
         "modified": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "objects": [object_to_json(obj) for obj in doc.objects],
-        "current": {
+        "current": _with_strokes({
             "prompts": prompts_to_json(doc.prompts),
-            "mask": rle_encode(current) if current is not None else None,
+            "mask": rle_encode(current) if current is not None else None,  # as shown: strokes included
             "editing": _editing_to_json(doc),
-        },
+        }, doc.strokes),
     }
 
 
@@ -254,6 +288,7 @@ def document_from_json(
     doc.prompts = prompts_from_json(current.get("prompts"))
     if current.get("mask") is not None:
         doc.probabilities = rle_decode(current["mask"]).astype(np.float32)
+    doc.strokes = strokes_from_json(current.get("strokes"))
     doc.editing = _editing_from_json(current.get("editing"), doc.objects)
     return doc
 

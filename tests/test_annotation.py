@@ -198,3 +198,40 @@ def test_stale_re_edit_is_dropped_and_a_malformed_one_refused(tmp_path):
             sidecar.document_from_json(data, image, (6, 8))
     data["current"]["editing"] = [0, DOG]
     assert sidecar.document_from_json(data, image, (6, 8)).editing == 0
+
+
+def test_strokes_layer_over_the_model_mask():
+    model = np.zeros((4, 6), bool)
+    model[:, :3] = True
+    left, col4 = np.zeros_like(model), np.zeros_like(model)
+    left[:, 0] = True
+    col4[:, 4] = True
+    strokes = ann.Strokes().with_stroke(left, erase=True).with_stroke(col4, erase=False)
+    shown = strokes.apply(model, model.shape)
+    assert not shown[:, 0].any() and shown[:, 1:3].all() and shown[:, 4].all() and not shown[:, 5].any()
+    assert strokes.with_stroke(left, erase=False).erased is None  # painting over erased pixels un-erases them
+    assert ann.Strokes().apply(None, model.shape) is None and strokes.apply(None, model.shape)[:, 4].all()
+    objects, order = ann.moved(["a", "b", "c"], 0, 2)
+    assert objects == ["b", "c", "a"] and order == [1, 2, 0]
+
+
+def test_strokes_are_saved_with_objects_and_current_and_checked(tmp_path):
+    image, doc = _doc(tmp_path)
+    erased = np.zeros((6, 8), bool)
+    erased[2, 3] = True
+    strokes = ann.Strokes(None, erased)
+    doc.objects[0] = AnnotationObject(DOG, doc.objects[0].mask & ~erased, Prompts(), "prompt", strokes)
+    doc.strokes = ann.Strokes(erased.copy(), None)
+    data = sidecar.document_to_json(doc)
+    assert data["objects"][0]["strokes"]["painted"] is None and data["current"]["strokes"]["erased"] is None
+    back = sidecar.document_from_json(data, image, (6, 8))
+    assert np.array_equal(back.objects[0].strokes.erased, erased) and back.objects[0].strokes.painted is None
+    assert np.array_equal(back.strokes.painted, erased) and back.current_mask()[2, 3]
+    for bad, where in (("x", "objects[0].strokes"), ({"erased": {"size": [6, 8], "counts": [1]}}, "objects[0].strokes.erased")):
+        broken = json.loads(json.dumps(data))
+        broken["objects"][0]["strokes"] = bad
+        with pytest.raises(SidecarError, match=where.replace("[", r"\[").replace("]", r"\]")):
+            sidecar.document_from_json(broken, image, (6, 8))
+    plain = sidecar.document_to_json(_doc(tmp_path)[1])  # no strokes: no key, as older sidecars
+    assert "strokes" not in plain["objects"][0] and "strokes" not in plain["current"]
+    assert sidecar.document_from_json(plain, image, (6, 8)).objects[0].strokes.is_empty()

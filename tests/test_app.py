@@ -305,7 +305,7 @@ def test_reedit_delete_auto_segment_and_escape(qtbot, window, photos):
     present = [c for c in (CAT, DOG) if (labels == c).any()]
     assert [o.class_id for o in doc.objects[: len(present)]] == present
     assert doc.objects[-1] is first and all(o.source == "auto" for o in doc.objects[:-1])
-    w.objects.list.setCurrentRow(0)
+    w.objects.select(0)
     key(qtbot, w, "Del")
     assert len(doc.objects) == len(present) and doc.objects[-1] is first
     key(qtbot, w, "Ctrl+Z")
@@ -593,3 +593,116 @@ def test_a_tiny_saved_window_size_is_not_restored(qtbot, isolated, dialogs) -> N
     second = make_window(qtbot, isolated, wait_models=False, size=None)
     assert second.width() >= 800 and second.height() >= 560
     second.close()
+
+
+def list_row_click(qtbot, w: MainWindow, index: int, double: bool = False) -> None:
+    """Click (or double-click) object ``index``'s row in the Objects list, as the mouse would."""
+    rect = w.objects.list.visualItemRect(w.objects.list.item(w.objects.index_of(index)))
+    QTest.mouseClick(w.objects.list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+    if double:
+        QTest.mouseDClick(w.objects.list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+
+
+def accept_click(qtbot, w: MainWindow, x: int, y: int) -> None:
+    """Click the pet at (x, y), wait for the mask, and press Enter."""
+    click(w, x, y)
+    wait_mask(qtbot, w)
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+
+
+def test_strokes_survive_clicks_and_reorder_is_saved(qtbot, window, photos, dialogs, tmp_path):
+    w = window
+    image = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, w, image)
+    doc = w.editor.doc
+    h, w_px = doc.shape
+    click(w, w_px // 3, h // 2)
+    wait_mask(qtbot, w)
+    w.controls.threshold.setValue(usable_threshold(w))
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+    accept_click(qtbot, w, 2 * w_px // 3, h // 2)
+    assert len(doc.objects) == 2
+    if doc.objects[1].class_id == doc.objects[0].class_id:
+        QTest.keyClick(w.canvas.viewport(), Qt.Key_C)  # two classes: the paint order shows in the mask
+    assert doc.objects[1].class_id != doc.objects[0].class_id
+    assert w.objects.list.item(0).text().startswith("2.")  # top row = front = painted last
+
+    list_row_click(qtbot, w, 1, double=True)  # re-edit object 2
+    assert doc.editing == 1
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_E)
+    w.controls.brush.setValue(10)
+    drag(w, (w_px // 4, h // 3), (3 * w_px // 4, h // 3))
+    erased = doc.strokes.erased
+    assert erased is not None and erased[h // 3, w_px // 2] and not w.editor.current_mask()[erased].any()
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_E)  # back to prompts
+    click(w, w_px // 2, 2 * h // 3)  # the model re-runs: the erased pixels stay erased
+    wait_mask(qtbot, w)
+    assert len(doc.prompts.points) == 2 and not w.editor.current_mask()[erased].any()
+    assert (doc.probabilities[erased] >= w.editor.threshold).any()  # the model alone would bring them back
+    key(qtbot, w, "Ctrl+Z")  # undo steps through the click, then the stroke
+    assert len(doc.prompts.points) == 1 and not w.editor.current_mask()[erased].any()
+    key(qtbot, w, "Ctrl+Z")
+    assert doc.strokes.is_empty()
+    key(qtbot, w, "Ctrl+Shift+Z")
+    key(qtbot, w, "Ctrl+Shift+Z")
+    wait_mask(qtbot, w)
+    assert len(doc.prompts.points) == 2 and not w.editor.current_mask()[erased].any()
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+    assert doc.editing is None and not doc.objects[1].mask[erased].any()
+    assert np.array_equal(doc.objects[1].strokes.erased, erased)
+
+    first, second = doc.objects
+    list_row_click(qtbot, w, 0)  # object 1 to the front
+    QTest.keyClick(w.objects.list, Qt.Key_Up, Qt.ControlModifier)
+    assert doc.objects == [second, first] and w.objects.selected() == 1
+    key(qtbot, w, "Ctrl+Z")
+    assert doc.objects == [first, second]
+    key(qtbot, w, "Ctrl+Shift+Z")
+    assert doc.objects == [second, first]
+    shown = w.editor.shown_labels()  # what refresh hands the canvas
+    overlap = first.mask & second.mask
+    assert overlap.any() and np.all(shown[overlap] == first.class_id)
+
+    key(qtbot, w, "Ctrl+S")
+    saved = np.array(Image.open(image.with_name(f"{image.stem}_mask.png")))
+    assert np.array_equal(saved, shown)
+    w.close()
+
+    w2 = make_window(qtbot, tmp_path)
+    open_and_wait(qtbot, w2, image)
+    doc2 = w2.editor.doc
+    assert [o.class_id for o in doc2.objects] == [second.class_id, first.class_id]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(doc2.objects, [second, first]))
+    assert np.array_equal(doc2.objects[0].strokes.erased, erased) and doc2.objects[0].prompts == second.prompts
+    assert np.array_equal(w2.editor.shown_labels(), saved)
+    list_row_click(qtbot, w2, 0, double=True)  # re-edit brings the strokes back
+    assert np.array_equal(w2.editor.doc.strokes.erased, erased)
+    assert not dialogs
+    w2.close()
+
+
+def test_brush_on_an_accepted_object_re_edits_it(qtbot, window, photos):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[1])
+    doc = w.editor.doc
+    key(qtbot, w, "B")
+    drag(w, (20, 20), (80, 20))
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+    key(qtbot, w, "B")  # brush off
+    assert doc.editing is None and len(doc.objects) == 1 and not doc.objects[0].mask[60, 50]
+    list_row_click(qtbot, w, 0)
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_B)  # B on the selected object: it is re-edited
+    assert w.canvas.brush_mode == "brush" and doc.editing == 0
+    drag(w, (50, 30), (50, 90))
+    assert w.editor.current_mask()[60, 50] and w.editor.current_mask()[20, 30]
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+    assert len(doc.objects) == 1 and doc.objects[0].mask[60, 50] and doc.editing is None
+
+    key(qtbot, w, "B")  # off, then the eraser: the same for E
+    list_row_click(qtbot, w, 0)
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_E)
+    assert w.canvas.brush_mode == "eraser" and doc.editing == 0
+    drag(w, (40, 60), (60, 60))
+    QTest.keyClick(w.canvas.viewport(), Qt.Key_Return)
+    assert not doc.objects[0].mask[60, 50] and doc.objects[0].mask[20, 30]
+    assert doc.objects[0].strokes.erased[60, 50] and doc.objects[0].strokes.painted[20, 30]

@@ -115,7 +115,7 @@ def test_import_labelme_adds_undoable_objects_and_writes_sidecars(qtbot, window,
     assert summary.unmatched == ["stranger.jpg"] and "stranger.jpg" in dialog.log.toPlainText()
 
     doc = w.editor.doc  # the open photo: its object, then the imported one, in the Objects panel
-    assert w.objects.list.count() == 2 and "cat" in w.objects.list.item(1).text().lower()
+    assert w.objects.list.count() == 2 and "cat" in w.objects.list.item(0).text().lower()  # top row = front = last
     assert np.array_equal(doc.objects[0].mask, own) and np.array_equal(doc.objects[1].mask, items[0].objects[0].mask)
     assert doc.objects[1].source == "import"
     saved = load_document(names[0], doc.shape)
