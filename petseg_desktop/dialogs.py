@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import platform
+import struct
+from pathlib import Path
 from typing import Any
 
 from PyQt5.QtCore import PYQT_VERSION_STR, QT_VERSION_STR, Qt
-from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout
+from PyQt5.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+)
 
 from models.version import __version__
 
@@ -49,26 +63,134 @@ class ShortcutsDialog(QDialog):
         self.resize(560, 620)
 
 
+def count_parameters(path: str | Path) -> int | None:
+    """The number of weights in a safetensors file, from its header (nothing is loaded); None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+        return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _size(path: str) -> str:
+    try:
+        return f"{Path(path).stat().st_size / 1e6:.1f} MB"
+    except OSError:
+        return "?"
+
+
+def model_rows(path: str, metadata: dict[str, Any] | None, device: str | None) -> list[tuple[str, str]]:
+    """The readable facts about one checkpoint: (what, value) rows for a table."""
+    meta = metadata or {}
+    training = meta.get("training") or {}
+    metrics = meta.get("metrics") or {}
+    config = meta.get("config") or {}
+    arch = " ".join(str(x) for x in (meta.get("arch", "?"), config.get("encoder")) if x)
+    params = count_parameters(path)
+    images = [f"{training[k]:,} {what}" for k, what in (("train_images", "train"), ("val_images", "validation"))
+              if isinstance(training.get(k), int)]
+    data = training.get("data_root")
+    trained_on = ", ".join(images) + (f" from {data}" if data else "") + (f" ({training['split']})" if training.get("split") else "")
+    epochs = training.get("total_epochs_done", training.get("epochs"))
+    if epochs is not None and training.get("best_epoch") is not None:
+        epochs = f"{epochs} (best {training['best_epoch']})"
+    flat = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{name} {k}": v for k, v in value.items()})
+        else:
+            flat[name] = value
+    rows = [
+        ("Architecture", arch),
+        ("Task", str(meta.get("task", "?"))),
+        ("Input size", f"{meta.get('input_size', '?')} px"),
+        ("Parameters", f"{params:,}" if params is not None else "?"),
+        ("File", f"{Path(path).name} ({_size(path)})"),
+        ("Trained on", trained_on or "?"),
+        ("Epochs", str(epochs if epochs is not None else "?")),
+        ("Validation", ", ".join(f"{k} {_number(v)}" for k, v in flat.items()) or "?"),
+        ("Created", str(meta.get("created", "?"))),
+        ("Package version", str(meta.get("package_version", "?"))),
+        ("Device", device or "?"),
+    ]
+    return rows
+
+
 def describe_model(task: str, path: str | None, metadata: dict[str, Any] | None, device: str | None) -> str:
-    """HTML paragraph about one loaded model."""
+    """HTML paragraph about one loaded model (the About box)."""
     if not path:
         return f"<p><b>{task.title()} model:</b> none loaded</p>"
-    meta = metadata or {}
-    metrics = meta.get("metrics") or {}
-    training = meta.get("training") or {}
-    rows = [
-        ("File", path),
-        ("Architecture", f"{meta.get('arch')} {json.dumps(meta.get('config', {}))}"),
-        ("Input size", f"{meta.get('input_size')} px"),
-        ("Device", device or "?"),
-        ("Created", meta.get("created", "?")),
-    ]
-    if metrics:
-        rows.append(("Metrics", ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())))
-    if training:
-        rows.append(("Training", ", ".join(f"{k}: {v}" for k, v in training.items())))
-    body = "".join(f"<tr><td><i>{html.escape(k)}</i></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td><i>{html.escape(k)}</i></td><td>{html.escape(v)}</td></tr>"
+                   for k, v in model_rows(path, metadata, device))
     return f"<p><b>{task.title()} model</b></p><table cellspacing='4'>{body}</table>"
+
+
+class ModelInfoDialog(QDialog):
+    """Model > Model info…: one table per model, each with its raw metadata behind a Details expander."""
+
+    def __init__(self, models: list[tuple[str, str | None, dict[str, Any] | None, str | None]], parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        layout = QVBoxLayout(self)
+        self.tables: dict[str, QTableWidget] = {}
+        self.details: dict[str, QPlainTextEdit] = {}
+        self.expanders: dict[str, QToolButton] = {}
+        for task, path, metadata, device in models:
+            layout.addWidget(QLabel(f"<b>{html.escape(task.title())} model</b>" + ("" if path else ": none loaded")))
+            if not path:
+                continue
+            self.tables[task] = table = self._table(model_rows(path, metadata, device))
+            layout.addWidget(table)
+            raw = QPlainTextEdit(json.dumps(metadata or {}, indent=2, sort_keys=True))
+            raw.setReadOnly(True)
+            raw.setVisible(False)
+            expander = QToolButton()
+            expander.setText("Details (raw metadata)")
+            expander.setCheckable(True)
+            expander.setArrowType(Qt.RightArrow)
+            expander.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+            expander.toggled.connect(lambda on, r=raw, e=expander: (r.setVisible(on), e.setArrowType(Qt.DownArrow if on else Qt.RightArrow)))
+            self.details[task], self.expanders[task] = raw, expander
+            layout.addWidget(expander)
+            layout.addWidget(raw, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addStretch()
+        layout.addWidget(buttons)
+        self.resize(640, 620)
+
+    @staticmethod
+    def _table(rows: list[tuple[str, str]]) -> QTableWidget:
+        table = QTableWidget(len(rows), 2)
+        table.horizontalHeader().hide()
+        table.verticalHeader().hide()
+        table.setEditTriggers(QTableWidget.NoEditTriggers)
+        table.setWordWrap(False)  # one line a row; a long value is elided, in full in its tooltip
+        table.setTextElideMode(Qt.ElideMiddle)
+        for r, (what, value) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(what))
+            item = QTableWidgetItem(value)
+            item.setToolTip(value)
+            table.setItem(r, 1, item)
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        table.horizontalHeader().setStretchLastSection(True)
+        height = sum(table.rowHeight(r) for r in range(len(rows))) + 2 * table.frameWidth()
+        table.setFixedHeight(height)
+        return table
+
+    def value(self, task: str, what: str) -> str | None:
+        """The table cell of row ``what`` for ``task``'s model (None if absent)."""
+        table = self.tables.get(task)
+        for r in range(table.rowCount() if table else 0):
+            if table.item(r, 0).text() == what:
+                return table.item(r, 1).text()
+        return None
 
 
 class InfoDialog(QDialog):
@@ -93,10 +215,6 @@ def about_html(models: list[str]) -> str:
         f"<p>Python {platform.python_version()}, Qt {QT_VERSION_STR}, PyQt {PYQT_VERSION_STR}</p>"
     )
     return head + "".join(models)
-
-
-def model_info_html(models: list[str]) -> str:
-    return "".join(models)
 
 
 def keep_open(dialog: QDialog) -> QDialog:

@@ -9,6 +9,7 @@ from pathlib import Path
 from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLineEdit, QWidget
 
+from petseg_desktop.elide import elide_combo
 from petseg_desktop.job_dialog import JobDialog, ProgressCallback, browse_row
 
 
@@ -41,6 +42,7 @@ class ExportDialog(JobDialog):
         self.form.addRow("", self.skip_check)
         self.form.addRow("", self.overwrite_check)
         self._fill_models()
+        elide_combo(self.model_combo)  # long checkpoint names are elided, in full in the tooltip
         self.resize(640, 440)
 
     def _fill_models(self) -> None:

@@ -15,11 +15,15 @@ from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWind
 from models.classes import PROMPT, SEMANTIC
 from models.version import __version__
 from petseg_desktop.canvas import Canvas
-from petseg_desktop.dialogs import InfoDialog, ShortcutsDialog, about_html, describe_model, keep_open, model_info_html
+from petseg_desktop.dialogs import InfoDialog, ModelInfoDialog, ShortcutsDialog, about_html, describe_model, keep_open
+from petseg_desktop.docks import make_collapsible
+from petseg_desktop.elide import ElidedLabel, elide_list, tooltips_from_text
 from petseg_desktop.editor import Editor
 from petseg_desktop.folder import is_annotated, list_images
 from petseg_desktop.folder_lock import FolderLock
+from petseg_desktop.folder_watch import FolderWatcher
 from petseg_desktop.model_menu import ModelMenus
+from petseg_desktop.overlay_colours import OUTLINE, OverlayColoursDialog, load_colours, save_colours
 from petseg_desktop.panels import Controls, FileList, ObjectPanel
 from petseg_desktop.worker import WorkerHost
 
@@ -28,6 +32,9 @@ MAX_RECENT = 8
 
 DEFAULT_SIZE = (1280, 840)
 MIN_RESTORED_SIZE = (800, 560)
+DOCK_WIDTHS = {"Files": 150, "Objects": 220}  # first start: the canvas keeps most of a small window
+OPEN_HINT = "Open a folder (Ctrl+Shift+O) or a photo (Ctrl+O)"
+PROMPT_HINT = "Click the pet, or drag a box around it"
 
 
 def default_settings() -> QSettings:
@@ -47,9 +54,17 @@ class MainWindow(QMainWindow):
         self.files = FileList()
         self.objects = ObjectPanel()
         self.controls = Controls()
-        self._dock("Files", self.files, Qt.LeftDockWidgetArea)
-        self._dock("Objects", self.objects, Qt.RightDockWidgetArea)
-        self._dock("View", self.controls, Qt.RightDockWidgetArea)
+        self.docks = {
+            "Files": self._dock("Files", self.files, Qt.LeftDockWidgetArea),
+            "Objects": self._dock("Objects", self.objects, Qt.RightDockWidgetArea),
+            "View": self._dock("View", self.controls, Qt.RightDockWidgetArea),
+        }
+        self.view_title = make_collapsible(self.docks["View"])
+        elide_list(self.objects.list)
+        elide_list(self.files)  # the full path is each row's tooltip
+        self._acted = False  # the user has prompted once: the first-run hint is not shown again
+        self.watcher = FolderWatcher(self)
+        self.watcher.changed.connect(self.rescan_folder)
         self._status_labels()
         self.folder: Path | None = None
         self.image_path: Path | None = None
@@ -61,6 +76,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._restore_settings()
         self.models.refresh(load_defaults=True)
+        self.refresh()
 
     # ------------------------------------------------------------------ construction
     def _dock(self, title: str, widget, area) -> QDockWidget:
@@ -71,13 +87,11 @@ class MainWindow(QMainWindow):
         return dock
 
     def _status_labels(self) -> None:
-        self.size_label, self.model_label, self.device_label, self.latency_label = (QLabel() for _ in range(4))
-        self.cursor_label = QLabel()
+        self.size_label, self.model_label = ElidedLabel("Image and its size"), ElidedLabel("Prompt model")
+        self.device_label, self.latency_label, self.cursor_label = QLabel(), QLabel(), QLabel()
         for label in (self.cursor_label, self.size_label, self.model_label, self.device_label, self.latency_label):
             label.setContentsMargins(6, 0, 6, 0)
             self.statusBar().addPermanentWidget(label)
-        self.size_label.setToolTip("Image and its size")
-        self.model_label.setToolTip("Prompt model")
         self.device_label.setToolTip("Device the models run on")
         self.latency_label.setToolTip("Time of the last model run")
         self.model_label.setText("no prompt model")
@@ -157,6 +171,11 @@ class MainWindow(QMainWindow):
         self.action("Zoom out", lambda: self.canvas.zoom_by(0.8), "Ctrl+-", m)
         self.overlay_action = self.action("Show &overlay", self.canvas.set_overlay_visible, "O", m, True)
         self.overlay_action.setChecked(True)
+        self.action("Overlay &colours…", self.choose_overlay_colours, None, m,
+                    tip="Fill colour of cats and dogs, and of the outline around every mask")
+        panels = m.addMenu("Panels")
+        for dock in self.docks.values():
+            panels.addAction(dock.toggleViewAction())
 
         m = bar.addMenu("&Navigate")
         self.action("&Next image", lambda: self.step(1), "D", m)
@@ -214,9 +233,22 @@ class MainWindow(QMainWindow):
         self.about_dialog = keep_open(InfoDialog("About PetSeg", about_html(self._model_paragraphs()), self))
         return self.about_dialog
 
-    def show_model_info(self) -> InfoDialog:
-        self.model_dialog = keep_open(InfoDialog("Models", model_info_html(self._model_paragraphs()), self))
+    def show_model_info(self) -> ModelInfoDialog:
+        models = [(task, *self.models.loaded_info(task)) for task in (PROMPT, SEMANTIC)]
+        self.model_dialog = keep_open(ModelInfoDialog(models, self))
         return self.model_dialog
+
+    def choose_overlay_colours(self) -> OverlayColoursDialog:
+        """View > Overlay colours…: applied and saved when the dialog is accepted."""
+        dialog = OverlayColoursDialog(load_colours(self.settings), self)
+        dialog.accepted.connect(lambda: (save_colours(self.settings, dialog.colours), self._apply_colours()))
+        self.colours_dialog = keep_open(dialog)
+        return dialog
+
+    def _apply_colours(self) -> None:
+        colours = load_colours(self.settings)
+        self.canvas.set_outline_colour(colours.pop(OUTLINE))
+        self.canvas.set_class_colours(colours)
 
     def open_export_dialog(self):
         from petseg_desktop.export_dialog import ExportDialog
@@ -273,6 +305,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
         e, doc = self.editor, self.editor.doc
+        self._refresh_hint_and_class()
         if doc is None:
             self.objects.set_objects([], None)
             self.canvas.set_prompts([], None)
@@ -284,7 +317,18 @@ class MainWindow(QMainWindow):
         self.canvas.set_current_mask(e.current_mask())
         self.canvas.set_prompts(doc.prompts.points, doc.prompts.box)
         self.objects.set_objects(doc.objects, doc.editing, select=getattr(self, "_select_next", None))
+        tooltips_from_text(self.objects.list)  # rows are elided to the dock's width
         self._select_next = None
+
+    def _refresh_hint_and_class(self) -> None:
+        """The first-run hint for what to do next, and a Class box that is empty without objects."""
+        doc = self.editor.doc
+        fresh = doc is not None and not doc.objects and doc.prompts.is_empty() and self.editor.current_mask() is None
+        self.canvas.set_hint(OPEN_HINT if doc is None else PROMPT_HINT if fresh and not self._acted else None)
+        has_objects = doc is not None and bool(doc.objects)
+        self.objects.combo.setEnabled(has_objects)
+        if not has_objects:
+            self.objects.combo.setCurrentIndex(-1)  # no leftover class of another photo's object
 
     # ------------------------------------------------------------------ prompts and objects
     def _prompt_model_ready(self) -> bool:
@@ -299,10 +343,12 @@ class MainWindow(QMainWindow):
 
     def on_point(self, x: int, y: int, positive: bool) -> None:
         if self._may_prompt():
+            self._acted = True
             self.editor.add_point(x, y, positive)
 
     def on_box(self, x0: int, y0: int, x1: int, y1: int) -> None:
         if self._may_prompt():
+            self._acted = True
             self.editor.set_box(x0, y0, x1, y1)
 
     def accept_object(self) -> None:
@@ -391,8 +437,30 @@ class MainWindow(QMainWindow):
         self.folder = folder
         out = self.output_dir()
         self.files.set_files(paths, [is_annotated(p, out) for p in paths])
+        self.watcher.watch(folder)
         self._add_recent(folder)
         return True
+
+    def rescan_folder(self) -> None:
+        """The open folder changed on disk: list its photos again, keeping states and the selection."""
+        if self.folder is None:
+            return
+        try:
+            paths = list_images(self.folder)
+        except OSError:
+            return  # gone or unreadable: the list stays as it was
+        if paths == self.files.paths():
+            return
+        old = {path: self.files.state(row) for row, path in enumerate(self.files.paths())}
+        out = self.output_dir()
+        self.files.set_files(paths, [is_annotated(p, out) for p in paths])
+        for path, state in old.items():
+            if state == "failed":
+                self.files.set_state(path, state)
+        self._row = self.files.row_of(self.image_path) if self.image_path is not None else -1
+        self.files.select_row(self._row)
+        added, removed = len(set(paths) - set(old)), len(set(old) - set(paths))
+        self.statusBar().showMessage(f"{self.folder.name}: {added} photo(s) added, {removed} removed", 5000)
 
     # ------------------------------------------------------------------ one writer per folder
     def _lock_folder(self, folder: Path) -> None:
@@ -479,6 +547,8 @@ class MainWindow(QMainWindow):
             self.warn("Cannot open image", str(error))
             return
         self.image_path = path
+        self.latency_label.setText("")  # the timing of the previous photo's model runs no longer applies
+        self.cursor_label.setText("")
         rgb = self.editor.rgb
         self.canvas.set_image(rgb)
         self._objects_key = None
@@ -556,8 +626,11 @@ class MainWindow(QMainWindow):
         if not restored or self.width() < MIN_RESTORED_SIZE[0] or self.height() < MIN_RESTORED_SIZE[1]:
             self.resize(*DEFAULT_SIZE)  # first start, or a saved size too small to work in
         state = self.settings.value("window/state")
-        if state is not None:
-            self.restoreState(state)
+        if state is None or not self.restoreState(state):
+            docks = [self.docks[title] for title in DOCK_WIDTHS]
+            self.resizeDocks(docks, list(DOCK_WIDTHS.values()), Qt.Horizontal)
+        self.view_title.set_expanded(self.settings.value("window/viewExpanded", True) in (True, "true", "1", 1))
+        self._apply_colours()
         colour = self.settings.value("output/colour", False)
         self.colour_action.setChecked(colour in (True, "true", "1", 1))
         self._rebuild_recent()
@@ -567,6 +640,7 @@ class MainWindow(QMainWindow):
         self.release_folder()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/viewExpanded", self.view_title.expanded())
         self.settings.sync()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "annotation_dialog", None)):
             if dialog is not None:
