@@ -15,9 +15,10 @@ boundaries stay sharp at 12-24 MP. Pure Python + torch: no Qt.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -44,6 +45,14 @@ ZOOM_EXPAND = 0.4
 ZOOM_MAX_AREA = 0.5
 ZOOM_REUSE_MARGIN = 0.1
 ZOOM_REUSE_AREA = 2.0
+
+# torch intra-op threads for the per-click work on the CPU (prompt maps and decoder at model
+# resolution). Its ops are small, so fanning them out gains little, and on a busy CPU (the app's
+# own threads, a hover preview, other programs) one descheduled OpenMP worker stalls every op of
+# the click: measured on 2 shared cores, 2 threads made the 24 MP click median 3-10x slower.
+# set_image (the encoder) keeps the caller's thread count. The count is process-wide, so work on
+# other threads during a click may run on one thread too; it is always restored afterwards.
+CLICK_THREADS = 1
 
 
 class NoModelError(RuntimeError):
@@ -105,6 +114,20 @@ def _prev_to_model(prev: np.ndarray, size: int) -> torch.Tensor:
     small, _ = letterbox(prev, size, interpolation=cv2.INTER_LINEAR)
     small = np.nan_to_num(small, nan=0.0, posinf=1.0, neginf=0.0)
     return torch.from_numpy(np.clip(small, 0, 1, dtype=np.float32))
+
+
+@contextmanager
+def _torch_threads(count: int, device: torch.device) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads on the CPU (restored after); no-op elsewhere."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -278,8 +301,9 @@ class Predictor(_LoadedModel):
             model_box = (bx0, by0, bx1, by1)
         prev = None if prev_mask is None else _prev_to_model(prev_mask[y0:y1, x0:x1], self.input_size)
         maps = render_prompt_maps(self.input_size, positives, negatives, box=model_box, prev_mask=prev)
-        logits = self.model.decode(view.features, maps.unsqueeze(0).to(self.device))
-        prob = torch.sigmoid(logits[0, 0].float()).cpu().numpy()
+        with _torch_threads(CLICK_THREADS, self.device):
+            logits = self.model.decode(view.features, maps.unsqueeze(0).to(self.device))
+            prob = torch.sigmoid(logits[0, 0].float()).cpu().numpy()
         self.last_crop = None if view is self._global else view.rect
         if view is self._global:
             return unletterbox(prob, lb)
