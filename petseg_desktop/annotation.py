@@ -150,6 +150,7 @@ class ImageAnnotation:
     strokes: Strokes = field(default_factory=Strokes)  # brush/eraser edits on top of the model's part
     editing: int | None = None  # index in ``objects`` of the object taken back for re-edit
     photo: dict | None = None  # fingerprint of the photo file this was made on (see sidecar.photo_fingerprint)
+    mask_digest: str | None = None  # digest of the objects when their mask PNG was last written (mask_files)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -7,6 +7,7 @@ worker for masks (never waiting for them), drops stale results, and autosaves (d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import numpy as np
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QUndoStack
 
-from models.classes import CAT, CLASS_NAMES, MASK_PALETTE
-from models.images import load_rgb, save_png_atomic
+from models.classes import CAT, CLASS_NAMES
+from models.images import load_rgb
 from petseg_desktop.annotation import (
     AnnotationObject,
     ImageAnnotation,
@@ -27,7 +28,8 @@ from petseg_desktop.annotation import (
     suggest_class,
 )
 from petseg_desktop.commands import State, StateCommand
-from petseg_desktop.folder import colour_path, mask_path
+from petseg_desktop.folder import mask_path
+from petseg_desktop.mask_files import MaskNotOurs, objects_digest, should_write, state_of, write_masks
 from petseg_desktop.prefetch import ImagePrefetcher
 from petseg_desktop.sidecar import open_document, save_document, sidecar_path
 
@@ -37,7 +39,8 @@ READ_ONLY_EDIT = "Read-only: another PetSeg is annotating this folder, edits are
 
 class Editor(QObject):
     changed = pyqtSignal()  # prompts, current mask or objects changed: redraw
-    annotatedChanged = pyqtSignal(object, bool)  # Path, has objects
+    stateChanged = pyqtSignal(object, str)  # Path, mask_files state (TODO, UNSAVED or SAVED)
+    maskRefused = pyqtSignal(object)  # Path of an existing mask PetSeg did not write (not overwritten)
     predictionShown = pyqtSignal(float)  # model seconds of the mask now shown
     message = pyqtSignal(str)
     error = pyqtSignal(str, str)  # title, text
@@ -63,6 +66,12 @@ class Editor(QObject):
         self._autosave_error_shown = False
         self._protected: Path | None = None  # a bad sidecar that could not be set aside: never written over
         self.read_only = False  # another instance writes this folder's sidecars: no edits, no writes
+        self.auto_write = True  # rewrite the mask PNG whenever the accepted objects change (at autosave)
+        self.mask_target: Callable[[], tuple[Path | None, bool]] = lambda: (None, False)  # output folder, colour PNG
+        self.overwrite_ok: set[Path] = set()  # masks PetSeg did not write that the user let it replace
+        self.refused: set[Path] = set()  # ... and those the user kept (not asked again)
+        self._mask_error_shown = False
+        self._digest: tuple[tuple, str] = ((), objects_digest([]))  # objects -> digest, for unchanged objects
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_DELAY_MS)
@@ -370,6 +379,7 @@ class Editor(QObject):
         self._timer.stop()
         if self.doc is None or self.read_only or not (self._dirty or force):
             return True
+        self._write_automatically()
         path = sidecar_path(self.doc.image_path)
         try:
             if path == self._protected:
@@ -381,23 +391,54 @@ class Editor(QObject):
                 self.error.emit("Autosave failed", f"Cannot write the annotation of {self.doc.image_path.name}: {problem}")
             return False
         self._dirty = False
-        self.annotatedChanged.emit(self.doc.image_path, self.doc.is_annotated())
+        self.stateChanged.emit(self.doc.image_path, self.mask_state())
         return True
 
+    def objects_digest(self) -> str:
+        """:func:`mask_files.objects_digest` of the objects, computed again only when they changed."""
+        objects = tuple(self.doc.objects) if self.doc is not None else ()
+        known, digest = self._digest
+        if len(known) != len(objects) or any(a is not b for a, b in zip(known, objects)):
+            digest = objects_digest(objects)
+            self._digest = (objects, digest)
+        return digest
+
+    def mask_state(self) -> str:
+        """The open photo's state for the file list: nothing yet, mask missing or stale, mask current."""
+        d = self.doc
+        exists = mask_path(d.image_path, self.mask_target()[0]).is_file()
+        return state_of(self.objects_digest(), bool(d.objects), d.mask_digest, exists)
+
+    def _write_automatically(self) -> None:
+        """With ``auto_write``, rewrite the mask when the objects changed since it was last written.
+
+        A mask PetSeg did not write is left alone (``maskRefused``, once per file); a failed write is
+        reported once.
+        """
+        output_dir, colour = self.mask_target()
+        target = mask_path(self.doc.image_path, output_dir)
+        if not self.auto_write or target in self.refused or not should_write(self.doc, output_dir, self.objects_digest()):
+            return
+        try:
+            write_masks(self.doc, output_dir, colour, overwrite=tuple(self.overwrite_ok))
+        except MaskNotOurs as refusal:
+            self.refused.add(refusal.path)
+            self.maskRefused.emit(refusal.path)
+        except (OSError, ValueError) as problem:
+            if not self._mask_error_shown:
+                self._mask_error_shown = True
+                self.error.emit("Mask not written", f"Cannot write the mask of {self.doc.image_path.name}: {problem}")
+
     def save_mask(self, output_dir: Path | None = None, colour: bool = False) -> list[Path]:
-        """Write the index PNG (0/1/2, original size) and optionally the colour PNG; OSError on failure."""
+        """Write the index PNG (0/1/2, original size) and optionally the colour PNG, marked as PetSeg's.
+
+        Raises MaskNotOurs (nothing written) for an existing file PetSeg did not write that is not
+        in ``overwrite_ok``, OSError on failure. The sidecar records what was written.
+        """
         d = self.doc
         if d is None or self.refuses_edits():
             return []
-        labels = d.label_map()
-        if output_dir is not None:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-        written = [mask_path(d.image_path, output_dir)]
-        save_png_atomic(written[0], labels)
-        if colour:
-            written.append(colour_path(d.image_path, output_dir))
-            save_png_atomic(written[1], labels, palette=MASK_PALETTE)  # the dataset's colours
+        written = write_masks(d, output_dir, colour, overwrite=tuple(self.overwrite_ok))
         self._dirty = True
         self.flush()
-        self.annotatedChanged.emit(d.image_path, True)
         return written

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt5.QtCore import QSettings, Qt
+from PyQt5.QtCore import QSettings, Qt, QTimer
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
 
@@ -19,9 +19,10 @@ from petseg_desktop.dialogs import InfoDialog, ModelInfoDialog, ShortcutsDialog,
 from petseg_desktop.docks import make_collapsible
 from petseg_desktop.elide import ElidedLabel, elide_list, tooltips_from_text
 from petseg_desktop.editor import Editor
-from petseg_desktop.folder import is_annotated, list_images
+from petseg_desktop.folder import list_images
 from petseg_desktop.folder_lock import FolderLock
 from petseg_desktop.folder_watch import FolderWatcher
+from petseg_desktop.mask_files import UNSAVED, MaskNotOurs, mask_state, save_photo_mask
 from petseg_desktop.model_menu import ModelMenus
 from petseg_desktop.overlay_colours import OUTLINE, OverlayColoursDialog, load_colours, save_colours
 from petseg_desktop.panels import Controls, FileList, ObjectPanel
@@ -126,6 +127,9 @@ class MainWindow(QMainWindow):
         self.edit_actions: list[QAction] = []  # disabled while the folder is read-only
         self.save_action = self.action("&Save mask", self.save_mask, "Ctrl+S", m, tip="Index PNG 0/1/2 at full size")
         self.colour_action = self.action("Also save colour PNG", self._remember_colour, None, m, checkable=True)
+        self.auto_write_action = self.action(
+            "Write masks automatically", self._set_auto_write, None, m, checkable=True,
+            tip="Rewrite <photo>_mask.png whenever the accepted objects change; off: Ctrl+S, asked on quit")
         self.action("Output folder…", self.choose_output_folder, None, m)
         self.beside_action = self.action("Save masks beside the images", self.masks_beside, None, m)
         m.addSeparator()
@@ -197,7 +201,9 @@ class MainWindow(QMainWindow):
         c.strokeFinished.connect(e.brush)
         c.cursorMoved.connect(lambda x, y: self.cursor_label.setText(f"({x}, {y})"))
         e.changed.connect(self.refresh)
-        e.annotatedChanged.connect(lambda p, done: self.files.set_state(p, "annotated" if done else "todo"))
+        e.mask_target = lambda: (self.output_dir(), self.colour_action.isChecked())
+        e.stateChanged.connect(self.files.set_state)
+        e.maskRefused.connect(lambda path: QTimer.singleShot(0, lambda: self._ask_overwrite(path)))
         e.predictionShown.connect(lambda s: self.latency_label.setText(f"mask {s * 1000:.0f} ms"))
         e.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
         e.error.connect(self.warn)
@@ -296,8 +302,11 @@ class MainWindow(QMainWindow):
         doc = self.editor.doc
         summary = apply_plan(plan, replace, doc.image_path if doc else None,
                              lambda objects: self.editor.import_objects(objects, replace))
+        if self.editor.auto_write:
+            self.write_photo_masks([p for p in plan.matched if has_objects(p) and p != self.image_path])
+        out = self.output_dir()
         for photo in plan.matched:
-            self.files.set_state(photo, "annotated" if has_objects(photo) else "todo")
+            self.files.set_state(photo, mask_state(photo, out))
         self.refresh()
         self.statusBar().showMessage(summary.lines()[0], 8000)
         return summary
@@ -428,6 +437,8 @@ class MainWindow(QMainWindow):
             self.open_folder(Path(path))
 
     def _load_folder(self, folder: Path) -> bool:
+        if self.folder is not None and self.folder.resolve() != folder.resolve() and not self.settle_unsaved():
+            return False
         try:
             paths = list_images(folder)
         except OSError as error:
@@ -436,7 +447,7 @@ class MainWindow(QMainWindow):
         self._lock_folder(folder)
         self.folder = folder
         out = self.output_dir()
-        self.files.set_files(paths, [is_annotated(p, out) for p in paths])
+        self.files.set_files(paths, [mask_state(p, out) for p in paths])
         self.watcher.watch(folder)
         self._add_recent(folder)
         return True
@@ -453,7 +464,7 @@ class MainWindow(QMainWindow):
             return
         old = {path: self.files.state(row) for row, path in enumerate(self.files.paths())}
         out = self.output_dir()
-        self.files.set_files(paths, [is_annotated(p, out) for p in paths])
+        self.files.set_files(paths, [mask_state(p, out) for p in paths])
         for path, state in old.items():
             if state == "failed":
                 self.files.set_state(path, state)
@@ -592,6 +603,8 @@ class MainWindow(QMainWindow):
             return []
         try:
             written = self.editor.save_mask(self.output_dir(), self.colour_action.isChecked())
+        except MaskNotOurs as refusal:
+            return self.save_mask() if self._ask_overwrite(refusal.path) else []
         except (OSError, ValueError) as error:
             self.warn("Cannot save the mask", f"{error}\nChoose another output folder (File menu).")
             return []
@@ -601,6 +614,65 @@ class MainWindow(QMainWindow):
             note = "  (the current object is not accepted yet: press Enter, then save again)"
         self.statusBar().showMessage("Saved " + ", ".join(str(p) for p in written) + note, 8000)
         return written
+
+    def _set_auto_write(self, on: bool) -> None:
+        """File > Write masks automatically: remembered; turning it on writes the open photo's mask now."""
+        self.settings.setValue("output/autoWrite", bool(on))
+        self.editor.auto_write = bool(on)
+        self.editor.flush(force=True)
+
+    def _ask_overwrite(self, path: Path) -> bool:
+        """Ask once whether the mask ``path``, which PetSeg did not write, may be replaced."""
+        if path in self.editor.overwrite_ok:
+            return True
+        answer = QMessageBox.question(
+            self, "Replace a mask?", f"{path} exists and was not written by PetSeg.\nReplace it with this "
+            "photo's objects? (No: it is kept and this photo's mask is not written)",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if answer != QMessageBox.Yes:
+            self.editor.refused.add(path)
+            return False
+        self.editor.overwrite_ok.add(path)
+        self.editor.refused.discard(path)
+        self.editor.flush(force=True)
+        return True
+
+    def write_photo_masks(self, photos: list[Path]) -> list[str]:
+        """Write the masks of ``photos`` from their saved annotations (the open one through the editor);
+        returns one line per photo that failed (a mask PetSeg did not write is kept, and listed)."""
+        out, colour = self.output_dir(), self.colour_action.isChecked()
+        failed = []
+        for photo in photos:
+            try:
+                if photo == self.image_path and self.editor.doc is not None:
+                    self.editor.save_mask(out, colour)
+                else:
+                    save_photo_mask(photo, out, colour, tuple(self.editor.overwrite_ok))
+            except (OSError, ValueError) as error:  # SidecarError is a ValueError
+                failed.append(f"{photo.name}: {error}")
+            self.files.set_state(photo, mask_state(photo, out))
+        return failed
+
+    def settle_unsaved(self) -> bool:
+        """Before the folder is left with masks not written automatically: with photos whose mask is missing
+        or stale, ask Save all / Discard / Cancel. Returns False when the folder must stay open (Cancel, or
+        a mask could not be written)."""
+        self.editor.flush()
+        unsaved = self.files.rows_in(UNSAVED)
+        if not unsaved or self.editor.read_only or self.editor.auto_write:
+            return True
+        answer = QMessageBox.question(
+            self, "Masks not saved", f"{len(unsaved)} photo(s) of {self.folder.name} have objects whose mask file "
+            "is missing or older than the annotation. Write their masks?",
+            QMessageBox.SaveAll | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.SaveAll)
+        if answer == QMessageBox.Discard:
+            return True
+        if answer != QMessageBox.SaveAll:
+            return False
+        failed = self.write_photo_masks(unsaved)
+        if failed:
+            self.warn("Masks not written", "\n".join(failed))
+        return not failed
 
     def _add_recent(self, folder: Path) -> None:
         recent = [str(folder), *[f for f in self._recent() if f != str(folder)]][:MAX_RECENT]
@@ -633,10 +705,14 @@ class MainWindow(QMainWindow):
         self._apply_colours()
         colour = self.settings.value("output/colour", False)
         self.colour_action.setChecked(colour in (True, "true", "1", 1))
+        self.editor.auto_write = self.settings.value("output/autoWrite", True) in (True, "true", "1", 1)
+        self.auto_write_action.setChecked(self.editor.auto_write)
         self._rebuild_recent()
 
     def closeEvent(self, event) -> None:
-        self.editor.flush()
+        if not self.settle_unsaved():
+            event.ignore()
+            return
         self.release_folder()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())

@@ -25,7 +25,13 @@ from models.classes import CLASS_NAMES, PET_CLASSES
 from petseg_desktop.canvas import OVERLAY_COLOURS
 
 PATH_ROLE = Qt.UserRole
-STATE_ROLE = Qt.UserRole + 1  # "annotated", "todo" or "failed"
+STATE_ROLE = Qt.UserRole + 1  # "todo", "unsaved", "annotated" (see mask_files) or "failed"
+STATE_TIPS = {
+    "todo": "nothing annotated yet",
+    "unsaved": "annotated, but the mask file is not written or is older than the annotation",
+    "annotated": "mask written and current",
+    "failed": "could not be opened",
+}
 
 
 def dot_icon(colour: QColor, filled: bool, mark: str = "") -> QIcon:
@@ -40,6 +46,9 @@ def dot_icon(colour: QColor, filled: bool, mark: str = "") -> QIcon:
         painter.setPen(QPen(Qt.white, 2))
         if mark == "check":
             painter.drawPolyline(*_points([(4.5, 8), (7, 11), (11.5, 5)]))
+        elif mark == "dot":
+            painter.setBrush(Qt.white)
+            painter.drawEllipse(QPointF(8, 8), 1.5, 1.5)
         else:
             painter.drawLine(5, 5, 11, 11)
             painter.drawLine(11, 5, 5, 11)
@@ -52,7 +61,8 @@ def _points(pairs):
 
 
 class FileList(QListWidget):
-    """The folder's images; a green check marks annotated ones, a red cross ones that failed to load."""
+    """The folder's images: a grey ring (nothing yet), an orange dot (annotated, mask not written or
+    stale), a green check (mask written and current), a red cross (failed to load); the tooltip says which."""
 
     fileActivated = pyqtSignal(int)
 
@@ -60,6 +70,7 @@ class FileList(QListWidget):
         super().__init__(parent)
         self._icons = {
             "annotated": dot_icon(QColor(40, 170, 60), True, "check"),
+            "unsaved": dot_icon(QColor(230, 140, 20), True, "dot"),
             "todo": dot_icon(QColor(150, 150, 150), False),
             "failed": dot_icon(QColor(210, 40, 40), True, "cross"),
         }
@@ -69,20 +80,25 @@ class FileList(QListWidget):
         if row >= 0:
             self.fileActivated.emit(row)
 
-    def set_files(self, paths: list[Path], annotated: list[bool]) -> None:
+    def set_files(self, paths: list[Path], states: list[str]) -> None:
+        """List ``paths``, each with its state (a key of STATE_TIPS)."""
         self.blockSignals(True)  # filling the list is not the user picking a file
         self.clear()
-        for path, done in zip(paths, annotated):
+        for path, state in zip(paths, states):
             item = QListWidgetItem(path.name)
             item.setData(PATH_ROLE, str(path))
-            item.setToolTip(str(path))
             self.addItem(item)
-            self._set_state(item, "annotated" if done else "todo")
+            self._set_state(item, state)
         self.blockSignals(False)
 
     def _set_state(self, item: QListWidgetItem, state: str) -> None:
         item.setData(STATE_ROLE, state)
         item.setIcon(self._icons[state])
+        item.setToolTip(f"{item.data(PATH_ROLE)}\n{STATE_TIPS[state]}")
+
+    def rows_in(self, state: str) -> list[Path]:
+        """The paths whose state is ``state``."""
+        return [path for row, path in enumerate(self.paths()) if self.state(row) == state]
 
     def paths(self) -> list[Path]:
         return [Path(self.item(i).data(PATH_ROLE)) for i in range(self.count())]

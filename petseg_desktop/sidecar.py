@@ -183,6 +183,16 @@ def check_document(data: Any, shape: tuple[int, int], fingerprint: dict[str, Any
     for i, obj in enumerate(_list_at(data, "objects", "objects")):
         _check_object(obj, f"objects[{i}]", shape)
     _check_current(data.get("current"), shape)
+    _check_mask_written(data.get("mask_written"))
+
+
+def _check_mask_written(data: Any) -> None:
+    """The optional ``mask_written``: ``{"objects_sha1": 40 hex digits}`` of the objects last written as a mask."""
+    if data is None:
+        return
+    digest = data.get("objects_sha1") if isinstance(data, dict) else None
+    if not (isinstance(digest, str) and len(digest) == 40 and all(c in "0123456789abcdef" for c in digest)):
+        _fail("mask_written", "expected {objects_sha1: 40 hex digits}")
 
 
 # --------------------------------------------------------------------------- run-length encoding
@@ -274,6 +284,7 @@ def document_to_json(doc: ImageAnnotation, threshold: float = 0.5) -> dict[str, 
             "mask": rle_encode(current) if current is not None else None,  # as shown: strokes included
             "editing": _editing_to_json(doc),
         }, doc.strokes),
+        **({"mask_written": {"objects_sha1": doc.mask_digest}} if doc.mask_digest else {}),
     }
 
 
@@ -290,6 +301,7 @@ def document_from_json(
         doc.probabilities = rle_decode(current["mask"]).astype(np.float32)
     doc.strokes = strokes_from_json(current.get("strokes"))
     doc.editing = _editing_from_json(current.get("editing"), doc.objects)
+    doc.mask_digest = (data.get("mask_written") or {}).get("objects_sha1")
     return doc
 
 

@@ -1,0 +1,143 @@
+"""The mask PNGs the app writes beside the photos, and whether they match the annotation.
+
+A photo's file-list state is one of :data:`TODO` (nothing yet), :data:`UNSAVED` (objects whose mask
+is not written, or was written for other objects) and :data:`SAVED` (the mask file exists and was
+written from the objects the sidecar holds now). "Current" is decided by a digest of the objects'
+classes and masks (their run lengths as the sidecar stores them), recorded in the sidecar's optional
+``mask_written`` field when the mask is written: robust to clock changes and copies, and cheap (no
+mask is decoded). Masks carry the PNG text chunk :data:`APP_MARK`; an existing mask without it (or
+petseg-export's mark) was written by someone else and is never replaced unless the user agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from models.classes import MASK_PALETTE
+from models.images import save_png_atomic
+from petseg_desktop.annotation import AnnotationObject, ImageAnnotation
+from petseg_desktop.export_files import EXPORT_MARK
+from petseg_desktop.folder import colour_path, mask_path
+from petseg_desktop.sidecar import (
+    CLASS_IDS,
+    SidecarError,
+    find_sidecar,
+    load_document,
+    read_sidecar,
+    rle_encode,
+    save_document,
+)
+
+APP_MARK = {"Software": "petseg"}  # PNG text chunk on every mask the app writes
+TODO, UNSAVED, SAVED = "todo", "unsaved", "annotated"
+
+
+class MaskNotOurs(OSError):
+    """An existing mask file that PetSeg did not write is in the way (``path``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path.name} exists and was not written by PetSeg; it is not overwritten")
+        self.path = path
+
+
+def written_by_petseg(path: Path) -> bool:
+    """Whether ``path`` is a PNG with the app's or petseg-export's mark (header only; False if unreadable)."""
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as image:
+            info = image.info if image.format == "PNG" else {}
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False
+    return any(all(info.get(k) == v for k, v in mark.items()) for mark in (APP_MARK, EXPORT_MARK))
+
+
+def _digest(pairs: Sequence[tuple[int, Any]]) -> str:
+    text = json.dumps([[cid, rle] for cid, rle in pairs], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def objects_digest(objects: Sequence[AnnotationObject]) -> str:
+    """Digest of what a mask is made of: each object's class and mask, in paint order."""
+    return _digest([(o.class_id, rle_encode(o.mask)) for o in objects])
+
+
+def _json_digest(objects: list[dict[str, Any]]) -> str:
+    """:func:`objects_digest` of the sidecar's (checked) object JSON, without decoding any mask."""
+    return _digest([(o["class_id"] if "class_id" in o else CLASS_IDS[o["class"]], o["mask"]) for o in objects])
+
+
+def state_of(objects_digest_now: str, has_objects: bool, recorded: str | None, mask_exists: bool) -> str:
+    """The file-list state from the objects' digest, the digest recorded at the last mask write and the file."""
+    if mask_exists and recorded == objects_digest_now:
+        return SAVED
+    return UNSAVED if has_objects or (mask_exists and recorded is not None) else TODO
+
+
+def mask_state(image_path: Path, output_dir: Path | None = None) -> str:
+    """The state of a photo that is not open, from its sidecar and its mask file."""
+    mask_exists = mask_path(image_path, output_dir).is_file()
+    found = find_sidecar(image_path)
+    try:
+        data = read_sidecar(found) if found is not None else None
+        objects = data.get("objects") if isinstance(data, dict) else None
+        if not isinstance(objects, list):
+            return SAVED if mask_exists else TODO  # a mask made elsewhere, no annotation to disagree with
+        recorded = (data.get("mask_written") or {}).get("objects_sha1")
+        return state_of(_json_digest(objects), bool(objects), recorded, mask_exists)
+    except (SidecarError, AttributeError, KeyError, TypeError):
+        return SAVED if mask_exists else TODO
+
+
+def should_write(doc: ImageAnnotation, output_dir: Path | None, digest: str) -> bool:
+    """Whether automatic writing has anything to do: the objects changed since the last write, and
+    there are objects or an earlier mask of PetSeg's to clear (never a new all-background file)."""
+    if digest == doc.mask_digest and mask_path(doc.image_path, output_dir).is_file():
+        return False
+    return bool(doc.objects) or written_by_petseg(mask_path(doc.image_path, output_dir))
+
+
+def write_masks(
+    doc: ImageAnnotation, output_dir: Path | None, colour: bool, overwrite: Sequence[Path] = ()
+) -> list[Path]:
+    """Write ``doc``'s index PNG (and the colour PNG) atomically with the app's mark.
+
+    Raises :class:`MaskNotOurs` before writing anything when a target exists that PetSeg did not
+    write and is not in ``overwrite``; OSError when a write fails. Sets ``doc.mask_digest``.
+    """
+    targets = [mask_path(doc.image_path, output_dir)] + ([colour_path(doc.image_path, output_dir)] if colour else [])
+    for target in targets:
+        if os.path.lexists(target) and target not in overwrite and not written_by_petseg(target):
+            raise MaskNotOurs(target)
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    labels = doc.label_map()
+    save_png_atomic(targets[0], labels, text=APP_MARK)
+    if colour:
+        save_png_atomic(targets[1], labels, palette=MASK_PALETTE, text=APP_MARK)  # the dataset's colours
+    doc.mask_digest = objects_digest(doc.objects)
+    return targets
+
+
+def load_saved(image_path: Path) -> ImageAnnotation:
+    """The saved annotation of a photo that is not open (its size read from the sidecar); SidecarError if unusable."""
+    found = find_sidecar(image_path)
+    data = read_sidecar(found) if found is not None else None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in ("height", "width")):
+        raise SidecarError(f"{Path(image_path).name}: no usable annotation", found)
+    return load_document(image_path, (data["height"], data["width"]))
+
+
+def save_photo_mask(image_path: Path, output_dir: Path | None, colour: bool, overwrite: Sequence[Path] = ()) -> list[Path]:
+    """Write the mask of a photo that is not open from its sidecar, and record it there (see :func:`write_masks`)."""
+    doc = load_saved(image_path)
+    written = write_masks(doc, output_dir, colour, overwrite)
+    save_document(doc)
+    return written

@@ -1,0 +1,129 @@
+"""What is on disk follows what the app shows: automatic mask writing, the file list's three states,
+the Save all / Discard / Cancel question when masks are not saved, and masks PetSeg did not write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from PyQt5.QtWidgets import QMessageBox
+
+from petseg_desktop.folder import mask_path
+from petseg_desktop.mask_files import APP_MARK, SAVED, TODO, UNSAVED, mask_state
+from test_app import WAIT, drag, key, make_window, open_and_wait, window, with_models  # noqa: F401
+
+
+def paint_object(qtbot, w) -> None:
+    """Brush a stroke and accept it as an object."""
+    key(qtbot, w, "B")
+    drag(w, (30, 30), (120, 90))
+    key(qtbot, w, "Return")
+    key(qtbot, w, "B")
+
+
+def answer(monkeypatch, button) -> list[str]:
+    """QMessageBox.question answers ``button``; returns the texts asked."""
+    asked: list[str] = []
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return button
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return asked
+
+
+def test_masks_follow_the_objects_when_written_automatically(qtbot, window, photos):
+    w = window
+    image = sorted(photos.iterdir())[0]
+    target = mask_path(image)
+    open_and_wait(qtbot, w, image)
+    assert w.auto_write_action.isChecked() and w.files.state(0) == TODO
+    paint_object(qtbot, w)
+    qtbot.waitUntil(lambda: target.is_file() and w.files.state(0) == SAVED, timeout=WAIT)
+    assert "current" in w.files.item(0).toolTip()
+    with Image.open(target) as saved:
+        assert saved.info.get("Software") == APP_MARK["Software"]
+        before = np.array(saved)
+    cid = w.editor.doc.objects[0].class_id
+    assert before[60, 75] == cid
+
+    key(qtbot, w, "C")  # the other class: the file's pixels follow
+    qtbot.waitUntil(lambda: np.array(Image.open(target))[60, 75] not in (0, cid), timeout=WAIT)
+    assert w.files.state(0) == SAVED and mask_state(image) == SAVED
+
+    key(qtbot, w, "Ctrl+Z")  # undo too
+    qtbot.waitUntil(lambda: np.array(Image.open(target))[60, 75] == cid, timeout=WAIT)
+    key(qtbot, w, "Del")  # no objects: PetSeg's own mask becomes all background
+    qtbot.waitUntil(lambda: not np.array(Image.open(target)).any(), timeout=WAIT)
+    assert w.files.state(0) == SAVED
+
+
+def test_without_automatic_writing_the_list_and_closing_tell(qtbot, with_models, dialogs, photos, monkeypatch):
+    w = make_window(qtbot, with_models)
+    w.auto_write_action.trigger()  # off, remembered
+    assert not w.editor.auto_write and w.settings.value("output/autoWrite") in (False, "false")
+    image = sorted(photos.iterdir())[0]
+    target = mask_path(image)
+    open_and_wait(qtbot, w, image)
+    paint_object(qtbot, w)
+    key(qtbot, w, "Ctrl+S")
+    assert w.files.state(0) == SAVED
+    key(qtbot, w, "C")
+    qtbot.waitUntil(lambda: w.files.state(0) == UNSAVED, timeout=WAIT)
+    assert "older" in w.files.item(0).toolTip() and mask_state(image) == UNSAVED
+    old = np.array(Image.open(target))
+
+    asked = answer(monkeypatch, QMessageBox.Cancel)
+    w.close()
+    assert w.isVisible() and "1 photo(s)" in asked[0]  # Cancel: the window stays
+    assert np.array_equal(np.array(Image.open(target)), old)
+
+    answer(monkeypatch, QMessageBox.SaveAll)
+    w.close()
+    assert not w.isVisible()
+    assert np.array(Image.open(target))[60, 75] == w.editor.doc.objects[0].class_id != old[60, 75]
+    assert mask_state(image) == SAVED
+
+
+def test_a_mask_petseg_did_not_write_is_not_overwritten_silently(qtbot, window, photos, dialogs):
+    w = window
+    image = sorted(photos.iterdir())[0]
+    target = mask_path(image)
+    with Image.open(image) as photo:
+        theirs = np.full((photo.height, photo.width), 2, dtype=np.uint8)
+    Image.fromarray(theirs).save(target)
+    open_and_wait(qtbot, w, image)
+    assert w.files.state(0) == SAVED  # a mask made elsewhere, no annotation to disagree with
+    paint_object(qtbot, w)
+    qtbot.waitUntil(lambda: any("not written by PetSeg" in text for _, _, text in dialogs), timeout=WAIT)
+    assert np.array_equal(np.array(Image.open(target)), theirs)  # answered No (not Yes): kept
+    assert w.files.state(0) == UNSAVED
+    key(qtbot, w, "Ctrl+S")  # asked again for an explicit save, still kept
+    assert np.array_equal(np.array(Image.open(target)), theirs)
+
+
+def test_read_only_folders_write_no_masks_but_show_states(qtbot, with_models, dialogs, photos):
+    first = make_window(qtbot, with_models)
+    image = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, first, image)
+    paint_object(qtbot, first)
+    qtbot.waitUntil(lambda: first.files.state(0) == SAVED, timeout=WAIT)
+    mask_path(image).unlink()
+    second = make_window(qtbot, with_models, wait_models=False)
+    second.open_path(photos)
+    assert second.editor.read_only and second.files.state(0) == UNSAVED
+    second.close()
+    assert not mask_path(image).exists() and not second.isVisible()
+    first.close()
+
+
+def test_the_sidecar_field_is_optional_and_checked(tmp_path):
+    from petseg_desktop.sidecar import SidecarError, check_document
+
+    data = {"format": "petseg-annotation", "version": 1, "width": 4, "height": 3, "objects": []}
+    check_document(data, (3, 4))
+    check_document({**data, "mask_written": {"objects_sha1": "0" * 40}}, (3, 4))
+    for bad in ({"objects_sha1": "xyz"}, [], {"objects_sha1": 5}):
+        with pytest.raises(SidecarError, match="mask_written"):
+            check_document({**data, "mask_written": bad}, (3, 4))
