@@ -1,11 +1,10 @@
-"""A folder of photos: which images it holds, where their masks go, and which are annotated."""
+"""A folder of photos: which images it holds and where their masks go (mask_files.py says whether they are current)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from models.images import IMAGE_SUFFIXES
-from petseg_desktop.sidecar import has_objects
 
 
 def mask_path(image_path: Path, output_dir: Path | None = None) -> Path:
@@ -15,13 +14,9 @@ def mask_path(image_path: Path, output_dir: Path | None = None) -> Path:
 
 
 def colour_path(image_path: Path, output_dir: Path | None = None) -> Path:
+    """``<stem>_mask_colour.png`` beside the image, or in ``output_dir``."""
     image_path = Path(image_path)
     return (Path(output_dir) if output_dir else image_path.parent) / f"{image_path.stem}_mask_colour.png"
-
-
-def is_annotated(image_path: Path, output_dir: Path | None = None) -> bool:
-    """An image counts as annotated once it has accepted objects or a saved mask PNG."""
-    return has_objects(image_path) or mask_path(image_path, output_dir).is_file()
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -110,7 +110,7 @@ def test_sidecar_round_trip(tmp_path):
     assert back.prompts == doc.prompts
     assert np.array_equal(back.probabilities >= 0.5, doc.probabilities >= 0.5)
     assert np.array_equal(back.label_map(), doc.label_map())
-    assert folder.is_annotated(image) and sidecar.has_objects(image)
+    assert sidecar.has_objects(image)
 
 
 def test_sidecar_of_another_size_or_corrupt_is_refused(tmp_path):
@@ -121,7 +121,7 @@ def test_sidecar_of_another_size_or_corrupt_is_refused(tmp_path):
     sidecar.sidecar_path(image).write_text("{not json")
     with pytest.raises(SidecarError):
         load_document(image, (6, 8))
-    assert not folder.is_annotated(image)
+    assert not sidecar.has_objects(image)
 
 
 def test_read_only_folder_falls_back_to_user_data(tmp_path, monkeypatch):
@@ -140,9 +140,7 @@ def test_paths_and_listing(tmp_path):
     assert [p.name for p in folder.list_images(tmp_path)] == ["A.png", "b.jpg", "C.JPEG"]
     assert folder.mask_path(tmp_path / "b.jpg") == tmp_path / "b_mask.png"
     assert folder.mask_path(tmp_path / "b.jpg", tmp_path / "out") == tmp_path / "out" / "b_mask.png"
-    assert not folder.is_annotated(tmp_path / "b.jpg")
-    (tmp_path / "b_mask.png").write_bytes(b"")
-    assert folder.is_annotated(tmp_path / "b.jpg")
+    assert folder.colour_path(tmp_path / "b.jpg") == tmp_path / "b_mask_colour.png"
 
 
 def test_prompts_value_semantics():
