@@ -3,13 +3,15 @@
 It holds no annotation state of its own: the main window pushes the image, the objects' label
 map, the current mask and the prompts in, and listens to ``pointClicked``, ``boxDrawn`` and
 ``strokeFinished``. Wheel zooms around the cursor; middle-drag or Space+drag pans.
+``hoverChanged`` tells where the idle mouse is (for the hover preview), or None when the mouse
+leaves, is pressed, drags, pans, paints or a key is pressed.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from PyQt5.QtCore import QPointF, QRect, QRectF, Qt, pyqtSignal
+from PyQt5.QtCore import QEvent, QPointF, QRect, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPixmap, QPolygonF
 from PyQt5.QtWidgets import (
     QGraphicsEllipseItem,
@@ -26,6 +28,8 @@ from models.classes import CAT, DOG
 RGB = tuple[int, int, int]
 OVERLAY_COLOURS: dict[int, RGB] = {CAT: (255, 140, 0), DOG: (30, 144, 255)}  # accepted objects: orange cat, blue dog
 CURRENT_COLOUR: RGB = (255, 230, 0)  # the object being edited: yellow
+PREVIEW_COLOUR: RGB = (255, 255, 255)  # the hover preview: faint white with a dashed edge
+PREVIEW_OPACITY = 0.3
 OUTLINE_COLOUR: RGB = (255, 255, 255)  # the edge drawn around every overlay, at full opacity
 OUTLINE_WIDTH = 1.5  # screen pixels (the edge keeps its width under zoom)
 SMOOTH_FROM_ZOOM = 1.0  # overlays are interpolated (smooth edges) from this zoom up; below, nearest is cheaper
@@ -120,6 +124,7 @@ class Canvas(QGraphicsView):
     boxDrawn = pyqtSignal(int, int, int, int)  # x0, y0, x1, y1 (exclusive end)
     strokeFinished = pyqtSignal(object, int, bool)  # [(x, y)], radius in image px, erase
     cursorMoved = pyqtSignal(int, int)
+    hoverChanged = pyqtSignal(object)  # (x, y) image pixel under the idle mouse, or None
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -137,7 +142,11 @@ class Canvas(QGraphicsView):
         self._current_item = QGraphicsPixmapItem()
         self._objects_edge = QGraphicsPathItem()
         self._current_edge = QGraphicsPathItem()
-        layers = (self._image_item, self._objects_item, self._objects_edge, self._current_item, self._current_edge)
+        self._preview_item = QGraphicsPixmapItem()
+        self._preview_edge = QGraphicsPathItem()
+        self._preview_edge.setPen(self._cosmetic_pen(QColor(*PREVIEW_COLOUR), Qt.DashLine, OUTLINE_WIDTH))
+        layers = (self._image_item, self._objects_item, self._objects_edge, self._current_item, self._current_edge,
+                  self._preview_item, self._preview_edge)
         for z, item in enumerate(layers):
             item.setZValue(z)
             self.scene().addItem(item)
@@ -180,6 +189,7 @@ class Canvas(QGraphicsView):
             self._image_size = (rgb.shape[1], rgb.shape[0])
         self.set_objects(None)
         self.set_current_mask(None)
+        self.set_preview_mask(None)
         self.set_prompts([], None)
         self.cancel_box()
         self.scene().setSceneRect(QRectF(0, 0, *self._image_size))
@@ -196,6 +206,13 @@ class Canvas(QGraphicsView):
     def set_current_mask(self, mask: np.ndarray | None) -> None:
         """Show the mask of the object being edited (yellow)."""
         self._show_overlay(self._current_item, self._current_edge, mask, {1: CURRENT_COLOUR})
+
+    def set_preview_mask(self, mask: np.ndarray | None) -> None:
+        """Show the hover preview (what a click would give) faintly, with a dashed edge; None hides it."""
+        self._show_overlay(self._preview_item, self._preview_edge, mask, {1: PREVIEW_COLOUR})
+
+    def preview_shown(self) -> bool:
+        return not self._preview_item.pixmap().isNull()
 
     def set_class_colours(self, colours: dict[int, RGB]) -> None:
         """Recolour the accepted objects (View > Overlay colours…)."""
@@ -255,6 +272,7 @@ class Canvas(QGraphicsView):
         for item in (self._objects_item, self._current_item):
             item.setVisible(self._overlay_visible)
             item.setOpacity(self._opacity)
+        self._preview_item.setOpacity(PREVIEW_OPACITY)
         for edge in (self._objects_edge, self._current_edge):
             edge.setVisible(self._overlay_visible)
 
@@ -287,7 +305,7 @@ class Canvas(QGraphicsView):
     def _update_smoothing(self) -> None:
         """Interpolate the overlays (smooth edges) when zoomed in; nearest pixels are enough below 1:1."""
         mode = Qt.SmoothTransformation if self.zoom() >= SMOOTH_FROM_ZOOM else Qt.FastTransformation
-        for item in (self._objects_item, self._current_item):
+        for item in (self._objects_item, self._current_item, self._preview_item):
             item.setTransformationMode(mode)
 
     def zoom(self) -> float:
@@ -308,6 +326,7 @@ class Canvas(QGraphicsView):
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
 
     def wheelEvent(self, event) -> None:
+        self.hoverChanged.emit(None)
         delta = event.angleDelta().y()
         if delta:
             self.zoom_by(1.0015 ** delta, event.pos())  # one notch (120) = x1.2, around the cursor
@@ -325,7 +344,18 @@ class Canvas(QGraphicsView):
         return 0 <= scene.x() < w and 0 <= scene.y() < h
 
     # ------------------------------------------------------------------ mouse and keys
+    def _idle(self) -> bool:
+        """No button held, no pan, no brush tool: the mouse may rest for a hover preview."""
+        return self._press_pos is None and self._pan_last is None and not self._stroke and not self._space \
+            and not self.brush_mode
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.Leave:  # the mouse left the photo's area
+            self.hoverChanged.emit(None)
+        return super().viewportEvent(event)
+
     def keyPressEvent(self, event) -> None:
+        self.hoverChanged.emit(None)
         if event.key() == Qt.Key_Space and not event.isAutoRepeat():
             self._space = True
             self.viewport().setCursor(Qt.OpenHandCursor)
@@ -340,6 +370,7 @@ class Canvas(QGraphicsView):
         super().keyReleaseEvent(event)
 
     def mousePressEvent(self, event) -> None:
+        self.hoverChanged.emit(None)
         if not self.has_image():
             return
         button = event.button()
@@ -359,8 +390,10 @@ class Canvas(QGraphicsView):
 
     def mouseMoveEvent(self, event) -> None:
         scene = self.image_pos(event.pos())
-        if self.has_image() and self._inside(scene):
+        inside = self.has_image() and self._inside(scene)
+        if inside:
             self.cursorMoved.emit(*self._clamped_pixel(scene))
+        self.hoverChanged.emit(self._clamped_pixel(scene) if inside and self._idle() else None)
         if self._pan_last is not None:
             delta = event.pos() - self._pan_last
             self._pan_last = event.pos()

@@ -23,6 +23,7 @@ from petseg_desktop.folder import list_images
 from petseg_desktop.folder_lock import FolderLock
 from petseg_desktop.folder_watch import FolderWatcher
 from petseg_desktop.mask_files import UNSAVED, MaskNotOurs, mask_state, save_photo_mask
+from petseg_desktop.hover_preview import HoverPreview
 from petseg_desktop.model_menu import ModelMenus
 from petseg_desktop.overlay_colours import OUTLINE, OverlayColoursDialog, load_colours, save_colours
 from petseg_desktop.panels import Controls, FileList, ObjectPanel
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
         self.editor = Editor(self.worker, self)
         self.canvas = Canvas(self)
         self.setCentralWidget(self.canvas)
+        self.hover_preview = HoverPreview(self.canvas, self.editor, self.worker, self.settings, self)
         self.files = FileList()
         self.objects = ObjectPanel()
         self.controls = Controls()
@@ -175,6 +177,10 @@ class MainWindow(QMainWindow):
         self.action("Zoom out", lambda: self.canvas.zoom_by(0.8), "Ctrl+-", m)
         self.overlay_action = self.action("Show &overlay", self.canvas.set_overlay_visible, "O", m, True)
         self.overlay_action.setChecked(True)
+        self.hover_action = self.action("&Hover preview", self.hover_preview.set_enabled, None, m, True,
+                                        tip="A faint mask of what a click would give, as the mouse rests on the photo")
+        self.hover_action.setChecked(self.hover_preview.enabled())
+        self.hover_preview.enabledChanged.connect(self.hover_action.setChecked)
         self.action("Overlay &colours…", self.choose_overlay_colours, None, m,
                     tip="Fill colour of cats and dogs, and of the outline around every mask")
         panels = m.addMenu("Panels")

@@ -4,6 +4,9 @@ The GUI thread only posts requests (never waits): each kind of request has one "
 a fast series of clicks overwrites the slot and only the latest runs (coalescing). Every request
 carries the image id (and predictions a request id) so the GUI can drop stale results. Model
 loading, ``set_image`` and the semantic pass run here too; failures arrive as signals.
+
+Hover previews ("preview") are the lowest-priority kind: a real ``predict`` drops a pending
+preview, and every kind is served before one. A preview never reports a failure.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,10 @@ from models.classes import PROMPT, SEMANTIC
 from models.errors import one_line
 
 # Order in which pending requests are served: models first, then the image, then the user's
-# interactive prediction, then the (slower, once per image) semantic pass.
-_ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment")
+# interactive prediction, then the (slower, once per image) semantic pass, then hover previews.
+_ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment", "preview")
+SERVED_LOG = 200  # how many served request kinds ``served`` keeps (tests check the order)
+CLICK_TIMES = 10  # how many recent predict times ``click_seconds`` keeps
 
 
 class InferenceWorker(QObject):
@@ -33,6 +38,7 @@ class InferenceWorker(QObject):
     modelFailed = pyqtSignal(str, str, str)  # task, path, one-line reason
     imageReady = pyqtSignal(int, float)  # image id, seconds
     predicted = pyqtSignal(int, int, object, float)  # image id, request id, HxW float32, seconds
+    previewed = pyqtSignal(int, int, object, float)  # as predicted, for a hover preview
     segmented = pyqtSignal(int, object, float)  # image id, (HxW uint8 labels, HxW cat-minus-dog or None), s
     failed = pyqtSignal(str, str)  # what ("predict", "segment", "image"), one-line reason
     _wake = pyqtSignal()
@@ -49,6 +55,8 @@ class InferenceWorker(QObject):
         self._image_id = -1
         self._predictor_image = -1
         self.runs: Counter[str] = Counter()  # how many times each kind actually ran (for tests/logs)
+        self.served: deque[str] = deque(maxlen=SERVED_LOG)  # kinds in the order they were served
+        self.click_seconds: deque[float] = deque(maxlen=CLICK_TIMES)  # recent predict (and preview) times
         self._wake.connect(self._drain, Qt.QueuedConnection)
 
     # ------------------------------------------------------------------ GUI-thread API (non-blocking)
@@ -64,10 +72,22 @@ class InferenceWorker(QObject):
         with self._lock:  # anything queued for the previous image is now stale
             self._pending.pop("predict", None)
             self._pending.pop("segment", None)
+            self._pending.pop("preview", None)
         self._post("image", (image_id, rgb))
 
     def predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: np.ndarray | None) -> None:
+        with self._lock:  # a real request goes first: a pending preview is dropped
+            self._pending.pop("preview", None)
         self._post("predict", (image_id, request_id, list(points), box, prev_mask))
+
+    def preview(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: np.ndarray | None) -> None:
+        """Like ``predict`` but served last and answered with ``previewed`` (a hover preview)."""
+        self._post("preview", (image_id, request_id, list(points), box, prev_mask))
+
+    def cancel_preview(self) -> None:
+        """Drop a preview that has not started yet."""
+        with self._lock:
+            self._pending.pop("preview", None)
 
     def segment(self, image_id: int) -> None:
         self._post("segment", image_id)
@@ -94,12 +114,14 @@ class InferenceWorker(QObject):
             return
         while taken is not None:
             key, value = taken
+            self.served.append(key if isinstance(key, str) else key[0])
             try:
                 self._serve(key, value)
             except Exception as error:  # noqa: BLE001 - every failure becomes a signal
                 traceback.print_exc()
                 what = key[0] if isinstance(key, tuple) else key
-                self.failed.emit(what, one_line(error))
+                if what != "preview":  # an optional preview that failed is only logged
+                    self.failed.emit(what, one_line(error))
             taken = self._take()
 
     def _serve(self, key: Any, value: Any) -> None:
@@ -109,6 +131,8 @@ class InferenceWorker(QObject):
             self._set_image(*value)
         elif key == "predict":
             self._predict(*value)
+        elif key == "preview":
+            self._preview(*value)
         elif key == "segment":
             self._segment(value)
 
@@ -156,10 +180,24 @@ class InferenceWorker(QObject):
         if self._predictor_image != image_id:
             self._predictor.set_image(self._image)
             self._predictor_image = image_id
-        start = time.perf_counter()
-        probs = self._predictor.predict(points=points, box=box, prev_mask=prev_mask)
+        probs, seconds = self._timed_predict(points, box, prev_mask)
         self.runs["predict"] += 1
-        self.predicted.emit(image_id, request_id, np.asarray(probs, dtype=np.float32), time.perf_counter() - start)
+        self.predicted.emit(image_id, request_id, probs, seconds)
+
+    def _preview(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: Any) -> None:
+        if image_id != self._image_id or self._predictor is None or self._predictor_image != image_id:
+            return  # stale, or nothing to preview with yet: silently, a preview is optional
+        probs, seconds = self._timed_predict(points, box, prev_mask)
+        self.runs["preview"] += 1
+        self.previewed.emit(image_id, request_id, probs, seconds)
+
+    def _timed_predict(self, points: list, box: Any, prev_mask: Any) -> tuple[np.ndarray, float]:
+        """Run the prompt model on the current image; the probabilities and the seconds it took."""
+        start = time.perf_counter()
+        probs = np.asarray(self._predictor.predict(points=points, box=box, prev_mask=prev_mask), dtype=np.float32)
+        seconds = time.perf_counter() - start
+        self.click_seconds.append(seconds)
+        return probs, seconds
 
     def _segment(self, image_id: int) -> None:
         if image_id != self._image_id or self._segmenter is None or self._image is None:
