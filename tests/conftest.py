@@ -129,3 +129,21 @@ def tiny_prompt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_semantic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init tiny semantic U-Net saved as a real checkpoint file."""
     return _save_tiny(tmp_path_factory.mktemp("ckpt"), "unet", TINY_SEMANTIC_CONFIG, "tiny-unet.safetensors")
+
+
+@pytest.fixture
+def with_models(isolated, monkeypatch, tiny_prompt_checkpoint, tiny_semantic_checkpoint):
+    """``isolated``, with the tiny checkpoints as the only ones PETSEG_CHECKPOINTS adds."""
+    folders = [str(tiny_prompt_checkpoint.parent), str(tiny_semantic_checkpoint.parent)]
+    monkeypatch.setenv("PETSEG_CHECKPOINTS", os.pathsep.join(folders))
+    return isolated
+
+
+@pytest.fixture
+def window(qtbot, with_models, dialogs):
+    """A shown main window with both tiny models loaded; closed afterwards."""
+    from app_driver import make_window
+
+    w = make_window(qtbot, with_models)
+    yield w
+    w.close()

@@ -1,8 +1,5 @@
-"""The real main window, offscreen, with the tiny random-init checkpoints and real pet photos.
-
-Mouse input goes through QTest/QMouseEvent on the canvas viewport at the widget position of image
-coordinates; results from the worker thread are awaited with qtbot.waitUntil, never with sleeps.
-"""
+"""The real main window, offscreen, with the tiny random-init checkpoints and real pet photos
+(driven through tests/app_driver.py: real mouse events on the canvas, waits on the worker)."""
 
 from __future__ import annotations
 
@@ -13,109 +10,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from PyQt5.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
 from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
-from models.classes import CAT, DOG, PROMPT, SEMANTIC
+from models.classes import CAT, DOG, PROMPT
 from models.version import __version__
 from petseg_desktop.crash import CrashHandler
 from petseg_desktop.main_window import MainWindow
 from petseg_desktop.sidecar import find_sidecar
 
-WAIT = 30000  # ms; the models are tiny, but the machine is shared
-
-
-# ---------------------------------------------------------------------------- fixtures and helpers
-@pytest.fixture
-def with_models(isolated, monkeypatch, tiny_prompt_checkpoint, tiny_semantic_checkpoint):
-    folders = [str(tiny_prompt_checkpoint.parent), str(tiny_semantic_checkpoint.parent)]
-    monkeypatch.setenv("PETSEG_CHECKPOINTS", os.pathsep.join(folders))
-    return isolated
-
-
-def make_window(qtbot, tmp_path, wait_models=True, size=(1000, 760)) -> MainWindow:
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    window = MainWindow(settings=settings, device="cpu")
-    qtbot.addWidget(window)
-    if size:
-        window.resize(*size)
-    window.show()
-    qtbot.waitExposed(window)
-    if wait_models:
-        qtbot.waitUntil(
-            lambda: bool(window.models.loaded_info(PROMPT)[0] and window.models.loaded_info(SEMANTIC)[0]), timeout=WAIT
-        )
-    return window
-
-
-@pytest.fixture
-def window(qtbot, with_models, dialogs):
-    w = make_window(qtbot, with_models)
-    yield w
-    w.close()
-
-
-def open_and_wait(qtbot, w: MainWindow, path: Path) -> None:
-    w.open_path(path)
-    qtbot.waitUntil(lambda: w.editor.doc is not None and w.editor.semantic_labels is not None, timeout=WAIT)
-
-
-def wait_mask(qtbot, w: MainWindow) -> None:
-    qtbot.waitUntil(lambda: not w.editor.busy(), timeout=WAIT)
-
-
-def view_pos(w: MainWindow, x: float, y: float) -> QPoint:
-    """The viewport position of image pixel (x, y)'s centre."""
-    return w.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5))
-
-
-def click(w: MainWindow, x: int, y: int, button=Qt.LeftButton, modifier=Qt.NoModifier) -> None:
-    QTest.mouseClick(w.canvas.viewport(), button, modifier, view_pos(w, x, y))
-
-
-def drag(w: MainWindow, start: tuple[int, int], end: tuple[int, int], button=Qt.LeftButton) -> None:
-    viewport = w.canvas.viewport()
-    a, b = view_pos(w, *start), view_pos(w, *end)
-    mid = QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2)
-    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonPress, a, button, button, Qt.NoModifier))
-    for p in (mid, b):
-        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, p, Qt.NoButton, button, Qt.NoModifier))
-    QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseButtonRelease, b, button, Qt.NoButton, Qt.NoModifier))
-
-
-def key(qtbot, w: MainWindow, sequence: str) -> None:
-    """Fire the window's action bound to ``sequence`` as a key press would."""
-    from PyQt5.QtGui import QKeySequence
-
-    wanted = QKeySequence(sequence)
-    for act in w.actions():
-        if any(s == wanted for s in act.shortcuts()):
-            assert act.isEnabled(), f"{sequence} is disabled"
-            act.trigger()
-            return
-    raise AssertionError(f"no action for {sequence}")
-
-
-def shown_alpha(w: MainWindow) -> np.ndarray:
-    """The alpha channel of the current-mask overlay as drawn on the canvas."""
-    image = w.canvas._current_item.pixmap().toImage()
-    if image.isNull():
-        return np.zeros(w.editor.doc.shape, dtype=bool)
-    image = image.convertToFormat(image.Format_RGBA8888)
-    ptr = image.constBits()
-    ptr.setsize(image.byteCount())
-    arr = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
-    return arr[:, : image.width(), 3] > 0
-
-
-def usable_threshold(w: MainWindow) -> int:
-    """A slider value (percent) at which the random-init model's mask is neither empty nor full."""
-    probs = w.editor.doc.probabilities
-    return int(np.floor(np.median(probs) * 100))
+from app_driver import WAIT, click, drag, key, make_window, open_and_wait, shown_alpha, usable_threshold, view_pos, wait_mask
 
 
 # ---------------------------------------------------------------------------- the main workflow

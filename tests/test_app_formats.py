@@ -14,7 +14,7 @@ from models.formats import LabelledMask, PhotoObjects
 from models.formats.core import photo_size
 from models.formats.labelme import export_labelme
 from petseg_desktop.sidecar import find_sidecar, load_document
-from test_app import WAIT, click, key, open_and_wait, usable_threshold, wait_mask, window, with_models  # noqa: F401
+from app_driver import WAIT, click, key, open_and_wait, usable_threshold, wait_mask
 
 
 def annotate(qtbot, w, photo: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from models.classes import DOG, PROMPT, SEMANTIC
 from petseg_desktop.dialogs import ModelInfoDialog, count_parameters
 from petseg_desktop.main_window import OPEN_HINT, PROMPT_HINT
 from petseg_desktop.overlay_colours import OUTLINE
-from test_app import WAIT, click, key, make_window, open_and_wait, usable_threshold, wait_mask, window, with_models  # noqa: F401
+from app_driver import WAIT, click, key, make_window, open_and_wait, usable_threshold, wait_mask
 
 
 def fits(w) -> bool:

@@ -16,7 +16,7 @@ from PyQt5.QtWidgets import QApplication
 
 from models.classes import PROMPT
 from petseg_desktop.hover_preview import SETTING
-from tests.test_app import WAIT, open_and_wait, view_pos, wait_mask, window, with_models  # noqa: F401
+from app_driver import WAIT, open_and_wait, view_pos, wait_mask
 
 
 def set_hover(w, on: bool) -> None:

@@ -10,7 +10,7 @@ from PyQt5.QtWidgets import QMessageBox
 
 from petseg_desktop.folder import mask_path
 from petseg_desktop.mask_files import APP_MARK, SAVED, TODO, UNSAVED, mask_state
-from test_app import WAIT, drag, key, make_window, open_and_wait, window, with_models  # noqa: F401
+from app_driver import WAIT, drag, key, make_window, open_and_wait
 
 
 def paint_object(qtbot, w) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_app import click, make_window, with_models  # noqa: F401 - with_models is a fixture
+from app_driver import click, make_window
 
 from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
 from petseg_desktop.editor import AUTOSAVE_DELAY_MS
