@@ -668,8 +668,7 @@ class MainWindow(QMainWindow):
         if not unsaved or self.editor.read_only or self.editor.auto_write:
             return True
         answer = QMessageBox.question(
-            self, "Masks not saved", f"{len(unsaved)} photo(s) of {self.folder.name} have objects whose mask file "
-            "is missing or older than the annotation. Write their masks?",
+            self, "Masks not saved", _unsaved_question(len(unsaved), self.folder.name),
             QMessageBox.SaveAll | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.SaveAll)
         if answer == QMessageBox.Discard:
             return True
@@ -733,3 +732,12 @@ class MainWindow(QMainWindow):
         self.editor.prefetcher.shutdown()
         self.host.shutdown()
         super().closeEvent(event)
+
+
+def _unsaved_question(count: int, folder: str) -> str:
+    """The close question for ``count`` photos of ``folder`` whose mask file is missing or stale."""
+    if count == 1:
+        return (f"1 photo in {folder} has objects whose mask file is missing or older than the annotation. "
+                "Write its mask?")
+    return (f"{count} photos in {folder} have objects whose mask file is missing or older than the annotation. "
+            "Write their masks?")
