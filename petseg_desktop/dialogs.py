@@ -33,7 +33,9 @@ MOUSE_GESTURES = [
     ("Wheel", "Zoom around the cursor"),
     ("Middle drag / Space+drag", "Pan"),
     ("Double-click an object", "Re-edit it (its prompts and mask come back)"),
-    ("Brush/eraser tool + drag", "Paint or erase the current mask"),
+    ("Brush/eraser tool + drag", "Paint or erase the current mask (kept on top of the model's mask)"),
+    ("Drag a row of the Objects list", "Reorder objects (top = front)"),
+    ("Rest the mouse on the photo", "Hover preview of a click there (View > Hover preview)"),
 ]
 
 
