@@ -65,11 +65,19 @@ class Strokes:
             removed = removed if removed.any() else None
         return Strokes(removed, added) if erase else Strokes(added, removed)
 
-    def apply(self, model_mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
-        """The mask shown: ``model_mask`` (None: empty) with the strokes; None if there is neither."""
+    def apply(
+        self, model_mask: np.ndarray | None, shape: tuple[int, int], exclude: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """The mask shown: ``model_mask`` (None: empty) with the strokes; None if there is neither.
+
+        ``exclude`` (HxW bool) is taken out of the model's part only: painted pixels stay, since a
+        brush stroke is an explicit choice of the user.
+        """
         if model_mask is None and self.painted is None:
             return None
         mask = np.zeros(shape, dtype=bool) if model_mask is None else model_mask.copy()
+        if exclude is not None:
+            mask &= ~exclude
         if self.painted is not None:
             mask |= self.painted
         if self.erased is not None:
@@ -128,13 +136,58 @@ def suggest_class(mask: np.ndarray, semantic: np.ndarray | None) -> int | None:
     return CAT if cat > dog else DOG
 
 
-def objects_from_labels(labels: np.ndarray) -> list[AnnotationObject]:
-    """One object per class present in a semantic label map (the auto-segment starting point)."""
-    return [
-        AnnotationObject(cid, labels == cid, Prompts(), "auto")
-        for cid in PET_CLASSES
-        if np.any(labels == cid)
-    ]
+def object_class(mask: np.ndarray, labels: np.ndarray | None) -> int | None:
+    """Cat or dog for one object: the majority of the semantic model's cat/dog pixels inside ``mask``.
+
+    Falls back to the photo-level majority (all pet pixels of ``labels``) when the object holds no
+    pet pixel; None when the photo has none either (or on a tie, or without labels).
+    """
+    if labels is None:
+        return None
+    inside = labels[mask]
+    if not np.isin(inside, PET_CLASSES).any():
+        return suggest_class(np.isin(labels, PET_CLASSES), labels)
+    return suggest_class(mask, labels)
+
+
+def min_instance_pixels(shape: tuple[int, int], fraction: float = 0.002, floor: int = 500) -> int:
+    """The smallest pet kept by :func:`pet_instances`: ``fraction`` of the photo or ``floor`` px, the larger."""
+    return max(int(floor), int(round(fraction * shape[0] * shape[1])))
+
+
+def pet_instances(labels: np.ndarray, min_pixels: int | None = None, opening: int = 3) -> list[tuple[int, np.ndarray]]:
+    """Split a semantic label map into pets: ``(class_id, HxW bool mask)`` per connected component.
+
+    Each class is opened with a ``opening``-pixel square first (thin bridges and single stray pixels
+    go), then split into 8-connected components; components under ``min_pixels`` (default
+    :func:`min_instance_pixels`) are dropped as specks. Largest first.
+    """
+    import cv2
+
+    min_pixels = min_instance_pixels(labels.shape) if min_pixels is None else min_pixels
+    kernel = np.ones((opening, opening), np.uint8)
+    found = []
+    for cid in PET_CLASSES:
+        binary = (labels == cid).astype(np.uint8)
+        if opening > 1:
+            binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+        count, components, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        for i in range(1, count):
+            if stats[i, cv2.CC_STAT_AREA] >= min_pixels:
+                found.append((int(stats[i, cv2.CC_STAT_AREA]), cid, components == i))
+    found.sort(key=lambda item: -item[0])
+    return [(cid, mask) for _, cid, mask in found]
+
+
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the pixels of a non-empty mask (inclusive)."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def objects_from_labels(labels: np.ndarray, min_pixels: int | None = None) -> list[AnnotationObject]:
+    """One object per pet (see :func:`pet_instances`) of a semantic label map, unrefined."""
+    return [AnnotationObject(cid, mask, Prompts(), "auto") for cid, mask in pet_instances(labels, min_pixels)]
 
 
 @dataclass
@@ -162,10 +215,19 @@ class ImageAnnotation:
     def is_annotated(self) -> bool:
         return bool(self.objects)
 
-    def current_mask(self, threshold: float = 0.5) -> np.ndarray | None:
-        """The mask of the object being edited: the model's at ``threshold``, plus painted, minus erased."""
+    def others_mask(self) -> np.ndarray:
+        """The pixels of the accepted objects other than the one being re-edited."""
+        return self.label_map_without_editing() > 0
+
+    def label_map_without_editing(self) -> np.ndarray:
+        """:meth:`label_map` without the object being re-edited (it shows as the current mask)."""
+        return compose_labels([o for i, o in enumerate(self.objects) if i != self.editing], self.shape)
+
+    def current_mask(self, threshold: float = 0.5, exclude: np.ndarray | None = None) -> np.ndarray | None:
+        """The mask of the object being edited: the model's at ``threshold`` minus ``exclude`` (e.g.
+        :meth:`others_mask`), plus painted, minus erased."""
         model = None if self.probabilities is None else self.probabilities >= threshold
-        return self.strokes.apply(model, self.shape)
+        return self.strokes.apply(model, self.shape, exclude)
 
 
 def moved(items: list, index: int, to: int) -> tuple[list, list[int]]:

@@ -21,11 +21,11 @@ from petseg_desktop.annotation import (
     AnnotationObject,
     ImageAnnotation,
     Prompts,
-    compose_labels,
     moved,
-    objects_from_labels,
+    object_class,
     other_class,
-    suggest_class,
+    pet_instances,
+    tight_box,
 )
 from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.folder import mask_path
@@ -35,6 +35,7 @@ from petseg_desktop.sidecar import open_document, save_document, sidecar_path
 
 AUTOSAVE_DELAY_MS = 400
 READ_ONLY_EDIT = "Read-only: another PetSeg is annotating this folder, edits are not possible here"
+OVERLAP_RULE = "New object: pixels of accepted objects left out (B paints them in; Edit menu allows overlap)"
 
 
 class Editor(QObject):
@@ -59,6 +60,10 @@ class Editor(QObject):
         self.semantic_labels: np.ndarray | None = None
         self.semantic_evidence: np.ndarray | None = None  # P(cat) - P(dog), float16
         self._auto_pending = False
+        self._auto_request: tuple[int, list[tuple[int, np.ndarray]]] | None = None  # refine request id, pets
+        self.allow_overlap = False  # True: the model's mask may take pixels of accepted objects (old behaviour)
+        self._overlap_explained = False
+        self._exclusion: tuple[tuple, np.ndarray | None] = ((), None)  # (objects, editing) -> others' pixels
         self._request_id = 0
         self._waiting: dict[int, StateCommand | None] = {}
         self._resolved = True
@@ -78,6 +83,8 @@ class Editor(QObject):
         self._timer.timeout.connect(self.flush)
         worker.predicted.connect(self._on_predicted)
         worker.segmented.connect(self._on_segmented)
+        worker.refined.connect(self._on_refined)
+        worker.failed.connect(self._on_failed)
 
     # ------------------------------------------------------------------ images
     def open_image(self, path: Path) -> None:
@@ -98,6 +105,7 @@ class Editor(QObject):
         self._dirty = False
         self.semantic_labels = self.semantic_evidence = None
         self._auto_pending = False
+        self._auto_request = None
         self.stack.clear()
         self.worker.set_image(self.image_id, rgb)
         if self.semantic_available:
@@ -158,6 +166,17 @@ class Editor(QObject):
         self._resolved = True
         self.predictionShown.emit(seconds)
         self._touch()
+        self._explain_exclusion()
+
+    def _explain_exclusion(self) -> None:
+        """Say once per session why the mask stops at accepted objects, when it first does."""
+        excluded = self.excluded_pixels()
+        probs = self.doc.probabilities
+        if self._overlap_explained or excluded is None or probs is None:
+            return
+        if (excluded & (probs >= self.threshold)).any():
+            self._overlap_explained = True
+            self.message.emit(OVERLAP_RULE)
 
     def _resolve_following(self, command: StateCommand) -> None:
         """A result that came in after the next prompt was pushed also fixes that command's ``before``."""
@@ -201,8 +220,27 @@ class Editor(QObject):
         self.stack.push(StateCommand(self.restore, text, before or self.capture(), after, predict))
 
     # ------------------------------------------------------------------ what is shown
+    def excluded_pixels(self) -> np.ndarray | None:
+        """Pixels the model's part of the current mask may not take (None: none, or overlap allowed).
+
+        Those of the accepted objects other than the one being re-edited; cached per objects.
+        """
+        d = self.doc
+        if d is None or self.allow_overlap or not d.objects:
+            return None
+        key = (tuple(id(o) for o in d.objects), d.editing)
+        if self._exclusion[0] != key:
+            others = d.others_mask()
+            self._exclusion = (key, others if others.any() else None)
+        return self._exclusion[1]
+
+    def set_allow_overlap(self, allowed: bool) -> None:
+        """Edit > New objects may overlap accepted ones: off, the model's mask stops at accepted objects."""
+        self.allow_overlap = bool(allowed)
+        self.changed.emit()
+
     def current_mask(self) -> np.ndarray | None:
-        return None if self.doc is None else self.doc.current_mask(self.threshold)
+        return None if self.doc is None else self.doc.current_mask(self.threshold, self.excluded_pixels())
 
     def set_threshold(self, threshold: float) -> None:
         """Re-threshold the last probabilities; never runs the model."""
@@ -213,8 +251,7 @@ class Editor(QObject):
         """The objects' label map without the object being re-edited (it shows as the current mask)."""
         if self.doc is None:
             return None
-        objects = [o for i, o in enumerate(self.doc.objects) if i != self.doc.editing]
-        return compose_labels(objects, self.doc.shape)
+        return self.doc.label_map_without_editing()
 
     # ------------------------------------------------------------------ edits (all undoable)
     def add_point(self, x: int, y: int, positive: bool) -> None:
@@ -255,8 +292,7 @@ class Editor(QObject):
             cid = class_id or objects[index].class_id
             objects[index] = AnnotationObject(cid, mask.copy(), d.prompts.copy(), source, d.strokes)
         else:
-            evidence = self.semantic_evidence if self.semantic_evidence is not None else self.semantic_labels
-            suggested = suggest_class(mask, evidence)
+            suggested = object_class(mask, self.semantic_labels)
             cid = class_id or suggested or self.default_class
             how = "suggested by the semantic model" if suggested and not class_id else "press C to change"
             self.message.emit(f"Accepted a {CLASS_NAMES[cid]} ({how})")
@@ -330,7 +366,12 @@ class Editor(QObject):
         self._push("Erase" if erase else "Brush", after, before=before)
 
     def auto_segment(self) -> bool:
-        """Start from the semantic model: one object per class present, below existing objects."""
+        """Start from the semantic model: one object per pet, below the existing objects.
+
+        The semantic model's pet pixels are split into pets (:func:`pet_instances`); the prompt model
+        refines each from its tight box in the worker, and :meth:`_on_refined` adds them all as one
+        undo step. Returns False when nothing was started.
+        """
         d = self.doc
         if d is None or self.refuses_edits():
             return False
@@ -342,15 +383,63 @@ class Editor(QObject):
             self.worker.segment(self.image_id)
             self.message.emit("Auto-segment: waiting for the semantic model…")
             return True
-        new = objects_from_labels(self.semantic_labels)
-        if not new:
+        pets = pet_instances(self.semantic_labels)
+        if not pets:
             self.message.emit("Auto-segment: the semantic model found no cat or dog")
             return False
-        before = self.capture()
-        shift = len(new)
-        editing = None if before.editing is None else before.editing + shift
-        self._push("Auto-segment", replace(before, objects=(*new, *before.objects), editing=editing), before=before)
+        self._request_id += 1
+        self._auto_request = (self._request_id, pets)
+        self.worker.refine(self.image_id, self._request_id, [tight_box(mask) for _, mask in pets])
+        self.message.emit(f"Auto-segment: refining {len(pets)} pet{'s' if len(pets) > 1 else ''}…")
         return True
+
+    def auto_busy(self) -> bool:
+        """True while an auto-segment waits for the prompt model."""
+        return self._auto_request is not None
+
+    def _on_refined(self, image_id: int, request_id: int, probs: list[np.ndarray], seconds: float) -> None:
+        if image_id != self.image_id or self.doc is None or self._auto_request is None:
+            return
+        if request_id != self._auto_request[0] or any(p.shape != self.doc.shape for p in probs):
+            return
+        self._add_auto_objects(self._auto_request[1], probs)
+
+    def _on_failed(self, what: str, _text: str) -> None:
+        """Without a prompt model, auto-segment keeps the semantic model's pets as they are."""
+        if what == "refine" and self._auto_request is not None and self.doc is not None:
+            self._add_auto_objects(self._auto_request[1], [None] * len(self._auto_request[1]))
+
+    def _add_auto_objects(self, pets: list[tuple[int, np.ndarray]], probs: list[np.ndarray | None]) -> None:
+        """Add one object per pet (refined mask inside its box, else the semantic one), as one undo step.
+
+        Unless overlap is allowed, no object takes pixels of the accepted objects or of a larger pet.
+        """
+        self._auto_request = None
+        d = self.doc
+        taken = np.zeros(d.shape, bool) if self.allow_overlap else d.label_map() > 0
+        new = []
+        for (cid, semantic), p in zip(pets, probs):
+            mask = semantic if p is None else self._refined_in_box(p, semantic)
+            mask = mask & ~taken
+            if not mask.any():
+                continue
+            if not self.allow_overlap:
+                taken |= mask
+            new.append(AnnotationObject(object_class(mask, self.semantic_labels) or cid, mask, Prompts(), "auto"))
+        if not new:
+            self.message.emit("Auto-segment: every pet found is already annotated")
+            return
+        before = self.capture()
+        editing = None if before.editing is None else before.editing + len(new)
+        self._push("Auto-segment", replace(before, objects=(*new, *before.objects), editing=editing), before=before)
+        self.message.emit(f"Auto-segment: {len(new)} object{'s' if len(new) > 1 else ''}, one per pet")
+
+    def _refined_in_box(self, probs: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+        """The prompt model's mask at the threshold inside the pet's box; the semantic mask if that is empty."""
+        x0, y0, x1, y1 = tight_box(semantic)
+        mask = np.zeros(semantic.shape, bool)
+        mask[y0 : y1 + 1, x0 : x1 + 1] = probs[y0 : y1 + 1, x0 : x1 + 1] >= self.threshold
+        return mask if mask.any() else semantic
 
     def import_objects(self, imported: list[AnnotationObject], replace_existing: bool = False) -> int:
         """Add ``imported`` after the objects (or replace them), undoably, and save at once.

@@ -164,6 +164,9 @@ class MainWindow(QMainWindow):
                         tip="Up the Objects list: painted over the objects below it"),
             self.action("Send object back", lambda: self.move_object(-1), "Ctrl+Down", m),
         ]
+        self.overlap_action = self.action(
+            "New objects may &overlap accepted ones", self.set_allow_overlap, None, m, True,
+            tip="Off: a new object's mask leaves out accepted objects (brush strokes still take them)")
         m.addSeparator()
         self.brush_action = self.action("&Brush", lambda on: self.set_tool("brush" if on else None), "B", m, True)
         self.eraser_action = self.action("&Eraser", lambda on: self.set_tool("eraser" if on else None), "E", m, True)
@@ -697,6 +700,11 @@ class MainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self._recent()))
 
     # ------------------------------------------------------------------ settings and closing
+    def set_allow_overlap(self, on: bool) -> None:
+        """Edit > New objects may overlap accepted ones (remembered)."""
+        self.settings.setValue("edit/allowOverlap", bool(on))
+        self.editor.set_allow_overlap(on)
+
     def _restore_settings(self) -> None:
         geometry = self.settings.value("window/geometry")
         restored = geometry is not None and self.restoreGeometry(geometry)
@@ -712,6 +720,9 @@ class MainWindow(QMainWindow):
         self.colour_action.setChecked(colour in (True, "true", "1", 1))
         self.editor.auto_write = self.settings.value("output/autoWrite", True) in (True, "true", "1", 1)
         self.auto_write_action.setChecked(self.editor.auto_write)
+        overlap = self.settings.value("edit/allowOverlap", False) in (True, "true", "1", 1)
+        self.overlap_action.setChecked(overlap)
+        self.editor.set_allow_overlap(overlap)
         self._rebuild_recent()
 
     def closeEvent(self, event) -> None:

@@ -26,7 +26,7 @@ from models.errors import one_line
 
 # Order in which pending requests are served: models first, then the image, then the user's
 # interactive prediction, then the (slower, once per image) semantic pass, then hover previews.
-_ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment", "preview")
+_ORDER = (("load", PROMPT), ("load", SEMANTIC), "image", "predict", "segment", "refine", "preview")
 SERVED_LOG = 200  # how many served request kinds ``served`` keeps (tests check the order)
 CLICK_TIMES = 10  # how many recent predict times ``click_seconds`` keeps
 
@@ -39,6 +39,7 @@ class InferenceWorker(QObject):
     imageReady = pyqtSignal(int, float)  # image id, seconds
     predicted = pyqtSignal(int, int, object, float)  # image id, request id, HxW float32, seconds
     previewed = pyqtSignal(int, int, object, float)  # as predicted, for a hover preview
+    refined = pyqtSignal(int, int, object, float)  # image id, request id, [HxW float32 per box], seconds
     segmented = pyqtSignal(int, object, float)  # image id, (HxW uint8 labels, HxW cat-minus-dog or None), s
     failed = pyqtSignal(str, str)  # what ("predict", "segment", "image"), one-line reason
     _wake = pyqtSignal()
@@ -70,9 +71,8 @@ class InferenceWorker(QObject):
 
     def set_image(self, image_id: int, rgb: np.ndarray) -> None:
         with self._lock:  # anything queued for the previous image is now stale
-            self._pending.pop("predict", None)
-            self._pending.pop("segment", None)
-            self._pending.pop("preview", None)
+            for kind in ("predict", "segment", "refine", "preview"):
+                self._pending.pop(kind, None)
         self._post("image", (image_id, rgb))
 
     def predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: np.ndarray | None) -> None:
@@ -91,6 +91,13 @@ class InferenceWorker(QObject):
 
     def segment(self, image_id: int) -> None:
         self._post("segment", image_id)
+
+    def refine(self, image_id: int, request_id: int, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Run the prompt model once per box (auto-segment); answered with one ``refined``.
+
+        Served after clicks, so the user's own prompts never wait for a whole batch queued behind them.
+        """
+        self._post("refine", (image_id, request_id, list(boxes)))
 
     def stop(self) -> None:
         with self._lock:
@@ -135,6 +142,8 @@ class InferenceWorker(QObject):
             self._preview(*value)
         elif key == "segment":
             self._segment(value)
+        elif key == "refine":
+            self._refine(*value)
 
     def _load(self, task: str, path: str) -> None:
         from models import predictor as inference
@@ -171,18 +180,31 @@ class InferenceWorker(QObject):
             self.runs["image"] += 1
         self.imageReady.emit(image_id, time.perf_counter() - start)
 
-    def _predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: Any) -> None:
+    def _ready_for(self, image_id: int, what: str) -> bool:
+        """True when the prompt model can answer for ``image_id`` (embedding it if needed)."""
         if image_id != self._image_id:
-            return  # stale: another image is open now
+            return False  # stale: another image is open now
         if self._predictor is None:
-            self.failed.emit("predict", "no prompt model is loaded (Model menu)")
-            return
+            self.failed.emit(what, "no prompt model is loaded (Model menu)")
+            return False
         if self._predictor_image != image_id:
             self._predictor.set_image(self._image)
             self._predictor_image = image_id
+        return True
+
+    def _predict(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: Any) -> None:
+        if not self._ready_for(image_id, "predict"):
+            return
         probs, seconds = self._timed_predict(points, box, prev_mask)
         self.runs["predict"] += 1
         self.predicted.emit(image_id, request_id, probs, seconds)
+
+    def _refine(self, image_id: int, request_id: int, boxes: list) -> None:
+        if not self._ready_for(image_id, "refine"):
+            return
+        results = [self._timed_predict([], box, None) for box in boxes]
+        self.runs["refine"] += 1
+        self.refined.emit(image_id, request_id, [probs for probs, _ in results], sum(s for _, s in results))
 
     def _preview(self, image_id: int, request_id: int, points: list, box: Any, prev_mask: Any) -> None:
         if image_id != self._image_id or self._predictor is None or self._predictor_image != image_id:

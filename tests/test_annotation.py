@@ -78,11 +78,52 @@ def test_suggest_class_from_labels_probabilities_and_evidence():
 
 
 def test_objects_from_labels():
-    labels = np.array([[0, 1], [2, 2]], np.uint8)
-    objs = ann.objects_from_labels(labels)
-    assert [o.class_id for o in objs] == [CAT, DOG] and all(o.source == "auto" for o in objs)
-    assert objs[1].mask.tolist() == [[False, False], [True, True]]
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:4, 5:] = CAT
+    labels[6:, :] = DOG
+    objs = ann.objects_from_labels(labels, min_pixels=1)
+    assert [o.class_id for o in objs] == [DOG, CAT] and all(o.source == "auto" for o in objs)
+    assert np.array_equal(objs[0].mask, labels == DOG)
     assert ann.objects_from_labels(np.zeros((2, 2), np.uint8)) == []
+
+
+def test_pet_instances_split_components_and_drop_specks():
+    labels = np.zeros((200, 300), np.uint8)
+    labels[20:80, 20:80] = CAT  # 3600 px
+    labels[100:180, 180:260] = CAT  # a second cat, 6400 px
+    labels[150:170, 40:60] = CAT  # a 400-px speck: under the 500-px floor
+    labels[5, 290] = DOG  # a stray pixel, gone with the opening
+    assert ann.min_instance_pixels(labels.shape) == 500
+    pets = ann.pet_instances(labels)
+    assert [(cid, int(m.sum())) for cid, m in pets] == [(CAT, 6400), (CAT, 3600)]
+    assert pets[0][1][120, 200] and not pets[0][1][50, 50]
+    assert ann.tight_box(pets[1][1]) == (20, 20, 79, 79)
+    assert ann.min_instance_pixels((2000, 1000)) == 4000  # 0.2% of a large photo
+
+
+def test_object_class_from_the_labels_inside_each_object():
+    labels = np.zeros((10, 20), np.uint8)
+    labels[:, :8] = CAT
+    labels[:, 14:] = DOG
+    a, b, bg = (np.zeros((10, 20), bool) for _ in range(3))
+    a[2:8, 1:10] = True  # mostly cat pixels
+    b[2:8, 12:20] = True  # mostly dog pixels
+    bg[0:3, 9:13] = True  # no pet pixel: the photo's majority (cat, 80 px vs 60)
+    assert ann.object_class(a, labels) == CAT
+    assert ann.object_class(b, labels) == DOG
+    assert ann.object_class(bg, labels) == CAT
+    assert ann.object_class(a, None) is None
+
+
+def test_exclusion_takes_the_model_part_only():
+    model = np.zeros((4, 4), bool)
+    model[:, :3] = True
+    others = np.zeros((4, 4), bool)
+    others[:, 2:] = True
+    painted = np.zeros((4, 4), bool)
+    painted[0, 3] = True
+    mask = ann.Strokes(painted=painted).apply(model, (4, 4), exclude=others)
+    assert mask[:, :2].all() and not mask[1:, 2:].any() and mask[0, 3]
 
 
 def _doc(tmp_path):

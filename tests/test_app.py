@@ -30,6 +30,7 @@ def test_prompt_accept_undo_save_reopen(qtbot, window, photos, dialogs, tmp_path
     w = window
     image = sorted(photos.iterdir())[0]
     open_and_wait(qtbot, w, image)
+    w.overlap_action.trigger()  # objects overlap on purpose here (paint order)
     h, w_px = w.editor.doc.shape
     assert w.canvas._image_item.pixmap().width() == w_px  # full resolution
     assert str(w_px) in w.size_label.text() and "cpu" in w.device_label.text()
@@ -207,16 +208,19 @@ def test_reedit_delete_auto_segment_and_escape(qtbot, window, photos):
     key(qtbot, w, "Esc")  # cancel the re-edit: the object is unchanged
     assert doc.editing is None and len(doc.objects) == 1 and doc.prompts.is_empty()
 
-    key(qtbot, w, "Ctrl+Shift+A")  # semantic objects go below the existing one
-    labels = w.editor.semantic_labels
-    present = [c for c in (CAT, DOG) if (labels == c).any()]
-    assert [o.class_id for o in doc.objects[: len(present)]] == present
+    key(qtbot, w, "Ctrl+Shift+A")  # one object per pet, refined by the prompt model, below the existing one
+    qtbot.waitUntil(lambda: not w.editor.auto_busy(), timeout=WAIT)
+    added = len(doc.objects) - 1
+    assert added >= 1 and w.editor.stack.undoText() == "Auto-segment"
     assert doc.objects[-1] is first and all(o.source == "auto" for o in doc.objects[:-1])
+    for i, obj in enumerate(doc.objects[:-1]):  # no auto object takes pixels of another object
+        assert not any((obj.mask & other.mask).any() for other in doc.objects[i + 1 :])
     w.objects.select(0)
     key(qtbot, w, "Del")
-    assert len(doc.objects) == len(present) and doc.objects[-1] is first
+    assert len(doc.objects) == added and doc.objects[-1] is first
     key(qtbot, w, "Ctrl+Z")
-    assert len(doc.objects) == len(present) + 1
+    key(qtbot, w, "Ctrl+Z")  # the whole auto-segment is one undo step
+    assert doc.objects == [first]
 
     # Esc during a box drag cancels the box only
     click(w, 10, 10)
@@ -231,6 +235,45 @@ def test_reedit_delete_auto_segment_and_escape(qtbot, window, photos):
     assert doc.prompts.box is None and len(doc.prompts.points) == 1
     key(qtbot, w, "Esc")  # no box: clears the prompts
     assert doc.prompts.is_empty()
+
+
+def test_new_object_leaves_accepted_ones_unless_overlap_allowed(qtbot, window, photos):
+    w = window
+    open_and_wait(qtbot, w, sorted(photos.iterdir())[1])
+    h, w_px = w.editor.doc.shape
+    messages = []
+    w.editor.message.connect(messages.append)
+    click(w, w_px // 2, h // 2)
+    wait_mask(qtbot, w)
+    w.controls.threshold.setValue(usable_threshold(w))
+    key(qtbot, w, "Return")
+    first = w.editor.doc.objects[0].mask
+    assert first.any() and not first.all()
+
+    click(w, w_px // 2, h // 2)  # object 2 over object 1: the model's mask stops at object 1
+    wait_mask(qtbot, w)
+    assert (w.editor.doc.probabilities >= w.editor.threshold)[first].any()  # the model did take them
+    assert not (w.editor.current_mask() & first).any()
+    assert not (shown_alpha(w) & first).any()
+    assert sum("accepted objects left out" in m for m in messages) == 1
+
+    assert not w.overlap_action.isChecked()
+    w.overlap_action.trigger()  # Edit > New objects may overlap accepted ones
+    assert w.settings.value("edit/allowOverlap") in (True, "true")
+    assert (w.editor.current_mask() & first).any()
+    w.overlap_action.trigger()
+    assert not (w.editor.current_mask() & first).any()
+
+    ys, xs = np.nonzero(first)  # a brush stroke over object 1 takes its pixels: an explicit choice
+    y, x = int(np.median(ys)), int(xs[ys == int(np.median(ys))].mean())
+    key(qtbot, w, "B")
+    w.controls.brush.setValue(4)
+    drag(w, (x - 3, y), (x + 3, y))
+    key(qtbot, w, "B")
+    assert w.editor.current_mask()[y, x] and first[y, x]
+    key(qtbot, w, "Return")
+    second = w.editor.doc.objects[1].mask
+    assert second[y, x] and (second & first).sum() == (w.editor.doc.objects[1].strokes.painted & first).sum()
 
 
 def test_view_controls(qtbot, window, photos):
@@ -521,6 +564,7 @@ def test_strokes_survive_clicks_and_reorder_is_saved(qtbot, window, photos, dial
     w = window
     image = sorted(photos.iterdir())[0]
     open_and_wait(qtbot, w, image)
+    w.overlap_action.trigger()  # objects overlap on purpose here (paint order)
     doc = w.editor.doc
     h, w_px = doc.shape
     click(w, w_px // 3, h // 2)
