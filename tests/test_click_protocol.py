@@ -42,7 +42,7 @@ def test_one_protocol_drives_model_grabcut_and_u2netp(predictors, pet_samples):
     for name, predictor in predictors.items():
         spy = Spy(predictor)
         rows[name] = row = evaluate_sample(spy, rgb, target, max_clicks=2, early_stop=False)
-        assert set(row) == {"clicks", "ious", "box", "box_iou", "noc85", "noc90", "iou@1", "iou@3", "iou@5",
+        assert set(row) == {"clicks", "ious", "box", "box_iou", "box_inside", "noc85", "noc90", "iou@1", "iou@3", "iou@5",
                             "seconds"}, name
         assert len(row["ious"]) == len(row["clicks"]) == len(row["seconds"]["clicks"]) == 2
         # set_image once, a predict per click with all clicks so far and the previous result, then the box

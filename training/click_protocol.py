@@ -54,6 +54,15 @@ def tight_box(target: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def share_inside(pred: np.ndarray, box: Sequence[int]) -> float | None:
+    """The share of ``pred``'s pixels inside ``box`` (x0, y0, x1, y1; x1/y1 exclusive); None when empty."""
+    total = int(np.count_nonzero(pred))
+    if total == 0:
+        return None
+    x0, y0, x1, y1 = box
+    return int(np.count_nonzero(pred[y0:y1, x0:x1])) / total
+
+
 def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
     """Clicks until the IoU first reaches ``threshold`` (``max_clicks`` if it never does)."""
     for k, value in enumerate(ious[:max_clicks], start=1):
@@ -103,8 +112,8 @@ def evaluate_sample(predictor: InteractivePredictor, rgb: np.ndarray, target: np
                     max_clicks: int = DEFAULT_MAX_CLICKS, early_stop: bool = True) -> dict[str, Any] | None:
     """Clicks and the tight box on one image; None when ``target`` has no pet pixels.
 
-    Returns the clicks, the IoU per click, NoC@85/90, IoU after 1/3/5 clicks, the box and its
-    IoU, and the seconds of ``set_image``, of each click's ``predict`` and of the box's.
+    Returns the clicks, the IoU per click, NoC@85/90, IoU after 1/3/5 clicks, the box, its IoU
+    and the share of its mask inside it (None when the mask is empty), and the seconds of ``set_image``, of each click's ``predict`` and of the box's.
     """
     box = tight_box(target)
     if box is None:  # nothing to click on
@@ -117,11 +126,13 @@ def evaluate_sample(predictor: InteractivePredictor, rgb: np.ndarray, target: np
     box_prob = predictor.predict(points=[], box=box, prev_mask=None)
     box_seconds = time.perf_counter() - start
     ious = run["ious"]
+    box_mask = np.asarray(box_prob) > THRESHOLD
     result: dict[str, Any] = {
         "clicks": [list(c) for c in run["clicks"]],
         "ious": [round(v, 6) for v in ious],
         "box": list(box),
-        "box_iou": binary_iou(np.asarray(box_prob) > THRESHOLD, target),
+        "box_iou": binary_iou(box_mask, target),
+        "box_inside": share_inside(box_mask, box),
     }
     for t in NOC_THRESHOLDS:
         result[f"noc{round(t * 100)}"] = noc(ious, t, max_clicks)

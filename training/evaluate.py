@@ -52,11 +52,11 @@ from training.metrics import ConfusionMatrix, binary_iou
 BASELINES = {"grabcut": "GrabCut baseline", "u2netp": "U2-Netp baseline"}
 
 
-def progress_bar(items: Sequence[Any], desc: str, enabled: bool = True) -> Iterable[Any]:
-    """``items`` with a tqdm progress bar on stderr when ``enabled``."""
+def progress_bar(items: Iterable[Any], desc: str, enabled: bool = True, total: int | None = None) -> Iterable[Any]:
+    """``items`` with a tqdm progress bar on stderr when ``enabled`` (``total`` for iterators)."""
     if not enabled:
         return items
-    return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+    return tqdm(items, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True, total=total)
 
 
 def spread_subset(samples: Sequence[Any], limit: int | None) -> list[Any]:
@@ -146,30 +146,32 @@ def _method_name(predictor: Any) -> str:
     return str(metadata.get("arch", type(predictor).__name__))
 
 
-def evaluate_prompt(predictor: InteractivePredictor, samples: Sequence[Any], max_clicks: int = DEFAULT_MAX_CLICKS,
-                    limit: int | None = None, progress: bool = False, early_stop: bool = True) -> dict[str, Any]:
-    """NoC@85/90, IoU after 1/3/5 clicks, box mIoU and seconds per call of the click protocol
-    (:func:`training.click_protocol.evaluate_sample`) over ``samples``, with a row per image."""
-    rows = []
-    click_seconds: list[float] = []
-    box_seconds: list[float] = []
-    image_seconds: list[float] = []
-    for sample in progress_bar(spread_subset(samples, limit), f"eval {_method_name(predictor)}", progress):
-        rgb, mask = load_sample(sample)
-        row = evaluate_sample(predictor, rgb, object_target(mask), max_clicks, early_stop)
-        if row is None:
-            rows.append({"stem": sample.stem, "skipped": "no object pixels"})
-            continue
-        seconds = row.pop("seconds")
-        image_seconds.append(seconds["set_image"])
-        click_seconds += seconds["clicks"]
-        box_seconds.append(seconds["box"])
-        rows.append({"stem": sample.stem, **row})
+Timings = dict[str, list[float]]
 
+
+def _new_timings() -> Timings:
+    return {"set_image": [], "clicks": [], "box": []}
+
+
+def _judge(head: dict[str, Any], predictor: InteractivePredictor, rgb: np.ndarray, target: np.ndarray,
+           max_clicks: int, early_stop: bool, timings: Timings) -> dict[str, Any]:
+    """``head`` plus the click protocol's row for ``target`` on ``rgb``; its seconds go to ``timings``."""
+    row = evaluate_sample(predictor, rgb, target, max_clicks, early_stop)
+    if row is None:
+        return {**head, "skipped": "no object pixels"}
+    seconds = row.pop("seconds")
+    timings["set_image"].append(seconds["set_image"])
+    timings["clicks"] += seconds["clicks"]
+    timings["box"].append(seconds["box"])
+    return {**head, **row}
+
+
+def summarize_prompt(method: str, rows: list[dict[str, Any]], timings: Timings, max_clicks: int) -> dict[str, Any]:
+    """The means over the click protocol's ``rows`` (rows with ``skipped`` are only counted)."""
     done = [r for r in rows if "skipped" not in r]
     result: dict[str, Any] = {
         "task": "prompt",
-        "method": _method_name(predictor),
+        "method": method,
         "images": len(done),
         "skipped": len(rows) - len(done),
         "max_clicks": max_clicks,
@@ -182,11 +184,50 @@ def evaluate_prompt(predictor: InteractivePredictor, samples: Sequence[Any], max
     for k in IOU_AT:
         result[f"iou@{k}"] = _mean([r[f"iou@{k}"] for r in done])
     result["box_miou"] = _mean([r["box_iou"] for r in done])
-    result["seconds_per_click"] = _mean(click_seconds)
-    result["seconds_per_box"] = _mean(box_seconds)
-    result["seconds_per_set_image"] = _mean(image_seconds)
-    result["clicks_made"] = len(click_seconds)
+    result["box_inside"] = _mean([r["box_inside"] for r in done if r.get("box_inside") is not None])
+    result["seconds_per_click"] = _mean(timings["clicks"])
+    result["seconds_per_box"] = _mean(timings["box"])
+    result["seconds_per_set_image"] = _mean(timings["set_image"])
+    result["clicks_made"] = len(timings["clicks"])
     result["rows"] = rows
+    return result
+
+
+def evaluate_prompt(predictor: InteractivePredictor, samples: Sequence[Any], max_clicks: int = DEFAULT_MAX_CLICKS,
+                    limit: int | None = None, progress: bool = False, early_stop: bool = True) -> dict[str, Any]:
+    """NoC@85/90, IoU after 1/3/5 clicks, box mIoU and seconds per call of the click protocol
+    (:func:`training.click_protocol.evaluate_sample`) over ``samples``, with a row per image."""
+    rows = []
+    timings = _new_timings()
+    for sample in progress_bar(spread_subset(samples, limit), f"eval {_method_name(predictor)}", progress):
+        rgb, mask = load_sample(sample)
+        rows.append(_judge({"stem": sample.stem}, predictor, rgb, object_target(mask), max_clicks, early_stop, timings))
+    return summarize_prompt(_method_name(predictor), rows, timings, max_clicks)
+
+
+def evaluate_multipet(predictor: InteractivePredictor, bases: Sequence[Sample], pool: Sequence[Sample],
+                      pets: int = 2, max_clicks: int = DEFAULT_MAX_CLICKS, progress: bool = False,
+                      early_stop: bool = True, seed: int = 0) -> dict[str, Any]:
+    """The click protocol and the box for each pet of the composites of ``bases`` (partners from ``pool``;
+    :func:`training.composites.split_composites`), the other pets being background; a row per pet.
+
+    Besides :func:`summarize_prompt`'s means: ``nof90_share`` (pets failing 0.90 within the budget)
+    and ``box_inside`` (mean share of the box's mask inside the pet's box).
+    """
+    from training.composites import instance_target, split_composites
+
+    rows = []
+    timings = _new_timings()
+    composites = split_composites(bases, pool, pets, seed)
+    for composite in progress_bar(composites, f"multi-pet {_method_name(predictor)}", progress, total=len(bases)):
+        for k, stem in enumerate(composite.stems, start=1):
+            head = {"composite": composite.name, "pet": k, "stem": stem, "pasted": k > 1,
+                    "scale": round(composite.scales[k - 1], 4), "overlap": round(composite.overlaps[k - 1], 4)}
+            target = instance_target(composite.instances, k)
+            rows.append(_judge(head, predictor, composite.rgb, target, max_clicks, early_stop, timings))
+    result = summarize_prompt(_method_name(predictor), rows, timings, max_clicks)
+    result.update(task="multipet", composites=len(bases), pets_per_composite=pets, seed=seed)
+    result["nof90_share"] = result["nof90"] / result["images"] if result["images"] else None
     return result
 
 
@@ -273,14 +314,26 @@ PROMPT_COLUMNS = (("NoC@85", "noc85", 2), ("NoC@90", "noc90", 2), ("IoU@1", "iou
                   ("s/box", "seconds_per_box", 3))
 
 
-def format_prompt_table(results: Sequence[dict[str, Any]]) -> str:
+MULTIPET_COLUMNS = (("NoC@85", "noc85", 2), ("NoC@90", "noc90", 2), ("NoF@90", "nof90_share", 3),
+                    ("IoU@1", "iou@1", 3), ("IoU@3", "iou@3", 3), ("IoU@5", "iou@5", 3), ("box mIoU", "box_miou", 3),
+                    ("in box", "box_inside", 3), ("s/click", "seconds_per_click", 3))
+
+
+def format_prompt_table(results: Sequence[dict[str, Any]],
+                        columns: Sequence[tuple[str, str, int]] = PROMPT_COLUMNS) -> str:
+    """A row per result; the footer says what was judged (images, or pets of composites)."""
     width = max([8] + [len(r["method"]) for r in results])
-    header = f"{'method':<{width}} " + " ".join(f"{title:>8}" for title, _, _ in PROMPT_COLUMNS)
+    header = f"{'method':<{width}} " + " ".join(f"{title:>8}" for title, _, _ in columns)
     lines = [header]
     for r in results:
-        lines.append(f"{r['method']:<{width}} " + " ".join(f"{_fmt(r[key], d):>8}" for _, key, d in PROMPT_COLUMNS))
+        lines.append(f"{r['method']:<{width}} " + " ".join(f"{_fmt(r.get(key), d):>8}" for _, key, d in columns))
     r = results[0]
-    lines.append(f"{r['images']} images, at most {r['max_clicks']} clicks, void ignored, mask = probability > 0.5")
+    judged = f"{r['images']} images"
+    if r["task"] == "multipet":
+        judged = (f"{r['images']} pets of {r['composites']} composites ({r['pets_per_composite']} pets each; "
+                  "the other pets count as background; NoF@90 = share of pets failing 0.90; in box = share of "
+                  "the box's mask inside the box)")
+    lines.append(f"{judged}, at most {r['max_clicks']} clicks, void ignored, mask = probability > 0.5")
     return "\n".join(lines)
 
 
@@ -310,6 +363,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", choices=tuple(BASELINES),
                         help="also run OpenCV GrabCut, or U2-Netp (box prompt and automatic foreground), "
                         "on the same images")
+    parser.add_argument("--multi-pet", type=int, choices=(2, 3), metavar="N",
+                        help="judge prompt models on composites of N pets each (2 or 3; one per --limit photo, "
+                        "see training/composites.py), each pet in turn, the others as background")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -342,6 +398,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from models.predictor import NoModelError, load_predictor, load_segmenter
 
     baseline, checkpoint, limit, progress = args.baseline, args.checkpoint, args.limit, not args.no_progress
+    multi_pet = getattr(args, "multi_pet", None)
     max_clicks = args.max_clicks or DEFAULT_MAX_CLICKS
     if checkpoint is None and baseline is None:
         return _error("give --checkpoint, or --baseline grabcut or u2netp")
@@ -357,8 +414,11 @@ def run_eval(args: argparse.Namespace) -> int:
         if baseline == "grabcut" and task != "prompt":
             name = Path(checkpoint).name
             return _error(f"--baseline {baseline} compares interactive models; {name} is a {task} model")
+        if multi_pet and task != "prompt":
+            return _error(f"--multi-pet judges prompt models; {Path(checkpoint).name} is a {task} model")
     try:
         samples = labelled_samples(args.data, args.split, limit)
+        pool = labelled_samples(args.data, args.split) if multi_pet else samples
         base = _load_baseline(baseline) if baseline else None
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:  # incl. U2-Netp's model file
         return _error(str(error))
@@ -368,6 +428,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "split": args.split,
         "limit": limit,
+        "multi_pet": multi_pet,
     }
     if task == "semantic":
         try:
@@ -384,6 +445,11 @@ def run_eval(args: argparse.Namespace) -> int:
                 evaluate_foreground(base.name, _whole_photo(base), samples, progress),
             ]
     else:
+        def evaluate(predictor: InteractivePredictor) -> dict[str, Any]:
+            if multi_pet:
+                return evaluate_multipet(predictor, samples, pool, multi_pet, max_clicks, progress=progress)
+            return evaluate_prompt(predictor, samples, max_clicks, progress=progress)
+
         results = []
         if task == "prompt":
             try:
@@ -391,14 +457,14 @@ def run_eval(args: argparse.Namespace) -> int:
             except (NoModelError, CheckpointError) as error:
                 return _error(str(error))
             predictor.name = Path(checkpoint).stem
-            payload["model"] = evaluate_prompt(predictor, samples, max_clicks, progress=progress)
+            payload["model"] = evaluate(predictor)
             results.append(payload["model"])
         if base is not None:
-            payload["baseline"] = evaluate_prompt(base, samples, max_clicks, progress=progress)
+            payload["baseline"] = evaluate(base)
             results.append(payload["baseline"])
         title = f"{Path(checkpoint).name} ({metadata['arch']}, prompt)" if checkpoint else BASELINES[baseline]
-        print(f"{title} on {args.split}")
-        print(format_prompt_table(results))
+        print(f"{title} on {args.split}" + (f", {multi_pet} pets per composite" if multi_pet else ""))
+        print(format_prompt_table(results, MULTIPET_COLUMNS if multi_pet else PROMPT_COLUMNS))
         if checkpoint is None and baseline == "u2netp":
             payload["foreground"] = [evaluate_foreground(base.name, _whole_photo(base), samples, progress)]
         if "model" in payload and baseline == "grabcut":
