@@ -15,7 +15,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.discovery import BUNDLED, discover_checkpoints
 from models.geometry import letterbox, to_model_tensor, unletterbox
-from models.predictor import find_checkpoint, load_predictor, load_segmenter
+from models.predictor import box_bounds, find_checkpoint, load_predictor, load_segmenter
 from models.prompts import render_prompt_maps
 from training.data import find_samples, load_sample
 from training.click_protocol import object_target, simulate_clicks
@@ -71,7 +71,8 @@ def test_default_semantic_model_separates_cats_from_dogs(bundled: dict[str, Path
 def _reference_probabilities(predictor, rgb: np.ndarray, rect: tuple[int, int, int, int], points, box) -> np.ndarray:
     """The straightforward computation ``predict`` must match: letterbox the view (the whole photo
     or the crop ``rect``), encode, decode the prompt maps, sigmoid, and resize back (letterbox
-    inverse) into a zero image of the photo's size."""
+    inverse) into a zero image of the photo's size, zeroed outside the box's bounds (no positive
+    click lies outside them here)."""
     x0, y0, x1, y1 = rect
     small, lb = letterbox(rgb[y0:y1, x0:x1], predictor.input_size, interpolation=cv2.INTER_AREA)
     with torch.inference_mode():
@@ -86,7 +87,10 @@ def _reference_probabilities(predictor, rgb: np.ndarray, rect: tuple[int, int, i
     out[y0:y1, x0:x1] = cv2.resize(prob[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w],
                                    (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(unletterbox(prob, lb), out[y0:y1, x0:x1])  # the reference is the letterbox inverse
-    return out
+    bx0, by0, bx1, by1 = box_bounds(box, rgb.shape[1], rgb.shape[0])
+    bounded = np.zeros_like(out)
+    bounded[by0:by1, bx0:bx1] = out[by0:by1, bx0:bx1]
+    return bounded
 
 
 def test_large_photo_probabilities_match_the_reference(bundled: dict[str, Path], test_photos: list) -> None:
