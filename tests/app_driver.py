@@ -95,4 +95,5 @@ def shown_alpha(w: MainWindow) -> np.ndarray:
 def usable_threshold(w: MainWindow) -> int:
     """A slider value (percent) at which the random-init model's mask is neither empty nor full."""
     probs = w.editor.doc.probabilities
-    return int(np.floor(np.median(probs) * 100))
+    inside = probs[probs > 0]  # a box zeroes what lies outside it
+    return max(1, int(np.floor(np.median(inside) * 100)))
