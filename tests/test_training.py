@@ -331,6 +331,35 @@ def test_missing_clip_weights_is_a_one_line_error(tiny_data, tmp_path, capsys):
     assert code == 2 and "--clip-weights" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arch", ["clip", "clip_unet"])
+def test_clip_weights_file_is_loaded_into_the_frozen_tower(arch, tiny_data, tmp_path):
+    """--clip-weights PATH with an RN50-shaped file (full CLIP keys, as open_clip saves them): the
+    trained checkpoint's tower holds exactly the file's weights, and the metadata names the file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from models.checkpoint import load_checkpoint
+    from models.encoders import ClipRN50Encoder
+
+    torch.manual_seed(7)
+    tower = ClipRN50Encoder().visual
+    weights = {f"visual.{k}": v + 0.01 * torch.randn_like(v) if v.is_floating_point() and "running" not in k else v
+               for k, v in tower.state_dict().items()}  # weights unlike a fresh tower's, BatchNorm statistics valid
+    weights["logit_scale"] = torch.tensor(4.6)  # a text-side key, ignored
+    path = tmp_path / "RN50-test.safetensors"
+    save_file(weights, str(path))
+
+    out = tmp_path / arch
+    code = fit(tiny_data, out, "--arch", arch, "--clip-weights", str(path), "--limit", "2", "--epochs", "1",
+               "--batch-size", "2", "--val-fraction", "0.5")
+    assert code == 0
+    model, metadata = load_checkpoint(out / "last.safetensors")
+    assert metadata["training"]["pretrained"] == str(path)
+    loaded = model.encoder.visual.state_dict()
+    for key, value in loaded.items():  # frozen: BatchNorm statistics included
+        assert torch.equal(value, weights[f"visual.{key}"]), key
+
+
 def test_bad_size_is_refused(tiny_data, tmp_path, capsys):
     assert main(["fit", "--arch", "unet", "--data", str(tiny_data), "--size", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
