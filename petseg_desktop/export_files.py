@@ -31,15 +31,21 @@ class ExportSetupError(ValueError):
     """The export cannot start (unusable output, existing COCO file, bad device); one-line message."""
 
 
-def written_by_export(path: Path) -> bool:
-    """Whether ``path`` is a PNG carrying petseg-export's mark (read from its header only)."""
+def has_png_mark(path: Path, *marks: dict[str, str]) -> bool:
+    """Whether ``path`` is a PNG whose text chunks hold one of ``marks`` (header only; False if unreadable)."""
     if not path.is_file():
         return False  # never open a FIFO
     try:
         with Image.open(path) as image:
-            return image.format == "PNG" and all(image.info.get(k) == v for k, v in EXPORT_MARK.items())
+            info = image.info if image.format == "PNG" else {}
     except Exception:  # noqa: BLE001 - unreadable: not ours
         return False
+    return any(all(info.get(k) == v for k, v in mark.items()) for mark in marks)
+
+
+def written_by_export(path: Path) -> bool:
+    """Whether ``path`` is a PNG carrying petseg-export's mark (read from its header only)."""
+    return has_png_mark(path, EXPORT_MARK)
 
 
 def readable_image(path: Path) -> bool:

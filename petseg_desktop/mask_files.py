@@ -18,12 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from models.classes import MASK_PALETTE
 from models.images import save_png_atomic
 from petseg_desktop.annotation import AnnotationObject, ImageAnnotation
-from petseg_desktop.export_files import EXPORT_MARK
+from petseg_desktop.export_files import EXPORT_MARK, has_png_mark
 from petseg_desktop.folder import colour_path, mask_path
 from petseg_desktop.sidecar import (
     CLASS_IDS,
@@ -49,14 +47,7 @@ class MaskNotOurs(OSError):
 
 def written_by_petseg(path: Path) -> bool:
     """Whether ``path`` is a PNG with the app's or petseg-export's mark (header only; False if unreadable)."""
-    if not path.is_file():
-        return False
-    try:
-        with Image.open(path) as image:
-            info = image.info if image.format == "PNG" else {}
-    except Exception:  # noqa: BLE001 - unreadable: not ours
-        return False
-    return any(all(info.get(k) == v for k, v in mark.items()) for mark in (APP_MARK, EXPORT_MARK))
+    return has_png_mark(path, APP_MARK, EXPORT_MARK)
 
 
 def _digest(pairs: Sequence[tuple[int, Any]]) -> str:
