@@ -23,6 +23,8 @@ from petseg_desktop.coco import COCO_FILE
 from petseg_desktop.export import export_images
 from petseg_desktop.export_files import EXPORT_MARK, TEMP_NAME, collect_inputs
 
+from conftest import tmpfs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 120
 AS_ROOT = os.geteuid() == 0
@@ -387,12 +389,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(
 @pytest.fixture()
 def full_disk(tmp_path: Path):
     """A folder on a 300 KB tmpfs with no room left (root only; skipped where mounting is refused)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "300k") as disk:
         (disk / "out").mkdir()
         filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
         try:  # fill it to the last block; the empty probe file still fits
@@ -403,8 +400,6 @@ def full_disk(tmp_path: Path):
         finally:
             os.close(filler)
         yield disk / "out"
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_coco_on_a_full_disk_is_a_listed_failure_with_a_summary(cli, photo_dir: Path, full_disk: Path) -> None:

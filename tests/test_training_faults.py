@@ -25,6 +25,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tmpfs
+
 REPO = Path(__file__).resolve().parent.parent
 PROG = "petseg-train"
 CLI = [sys.executable, "-m", "training.cli"]
@@ -185,15 +187,8 @@ def test_quick_fault_is_one_line_before_training(name: str, outcomes: dict[str, 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2.5 MB tmpfs: room for one epoch's files of the tiny model, not for the next epoch's too."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "2500k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_full_disk_is_found_before_training(pets_root: Path, tmp_path: Path, small_disk: Path):
