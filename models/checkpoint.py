@@ -87,6 +87,25 @@ def _check_not_pickle(path: Path) -> None:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint's metadata without loading its weights."""
     path = Path(path)
+    raw = (_read_header(path).get("__metadata__") or {}).get(METADATA_KEY)
+    if not isinstance(raw, str):
+        raise CheckpointError(f"{path.name}: safetensors file without PetSeg metadata")
+    try:
+        metadata = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise CheckpointError(f"{path.name}: PetSeg metadata is not valid JSON") from None
+    _check_metadata(metadata, path.name)
+    return metadata
+
+
+def parameter_count(path: str | Path) -> int:
+    """The number of weights in the checkpoint ``path``, from its (checked) header; nothing is loaded."""
+    header = _read_header(Path(path))
+    return sum(math.prod(info["shape"]) for key, info in header.items() if key != "__metadata__")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The safetensors header of ``path``, its tensor table checked against the file's size."""
     _check_not_pickle(path)
     try:
         with open(path, "rb") as f:
@@ -103,16 +122,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path.name}: corrupt safetensors header") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
         raise CheckpointError(f"{path.name}: corrupt safetensors header")
-    raw = (header.get("__metadata__") or {}).get(METADATA_KEY)
-    if not isinstance(raw, str):
-        raise CheckpointError(f"{path.name}: safetensors file without PetSeg metadata")
-    try:
-        metadata = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
-        raise CheckpointError(f"{path.name}: PetSeg metadata is not valid JSON") from None
     _check_tensor_table(header, path.stat().st_size - 8 - header_len, path.name)
-    _check_metadata(metadata, path.name)
-    return metadata
+    return header
 
 
 def _check_tensor_table(header: dict[str, Any], data_bytes: int, name: str) -> None:

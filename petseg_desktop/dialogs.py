@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import platform
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +63,6 @@ class ShortcutsDialog(QDialog):
         self.resize(560, 620)
 
 
-def count_parameters(path: str | Path) -> int | None:
-    """The number of weights in a safetensors file, from its header (nothing is loaded); None if unreadable."""
-    try:
-        with open(path, "rb") as f:
-            size = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(size))
-        return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
-        return None
-
-
 def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -89,12 +76,17 @@ def _size(path: str) -> str:
 
 def model_rows(path: str, metadata: dict[str, Any] | None, device: str | None) -> list[tuple[str, str]]:
     """The readable facts about one checkpoint: (what, value) rows for a table."""
+    from models.checkpoint import CheckpointError, parameter_count  # torch: not at window import
+
     meta = metadata or {}
     training = meta.get("training") or {}
     metrics = meta.get("metrics") or {}
     config = meta.get("config") or {}
     arch = " ".join(str(x) for x in (meta.get("arch", "?"), config.get("encoder")) if x)
-    params = count_parameters(path)
+    try:
+        params: int | None = parameter_count(path)
+    except CheckpointError:
+        params = None
     images = [f"{training[k]:,} {what}" for k, what in (("train_images", "train"), ("val_images", "validation"))
               if isinstance(training.get(k), int)]
     data = training.get("data_root")

@@ -11,7 +11,8 @@ from PyQt5.QtWidgets import QApplication
 
 from models.checkpoint import read_metadata
 from models.classes import DOG, PROMPT, SEMANTIC
-from petseg_desktop.dialogs import ModelInfoDialog, count_parameters
+from models.checkpoint import parameter_count
+from petseg_desktop.dialogs import ModelInfoDialog
 from petseg_desktop.main_window import OPEN_HINT, PROMPT_HINT
 from petseg_desktop.overlay_colours import OUTLINE
 from app_driver import WAIT, click, key, make_window, open_and_wait, usable_threshold, wait_mask
@@ -133,7 +134,7 @@ def test_model_info_is_a_table_with_details(qtbot, window, tiny_prompt_checkpoin
     dialog = w.show_model_info()
     meta = read_metadata(tiny_prompt_checkpoint)
     assert dialog.value(PROMPT, "Architecture").startswith(meta["arch"])
-    assert dialog.value(PROMPT, "Parameters") == f"{count_parameters(tiny_prompt_checkpoint):,}"
+    assert dialog.value(PROMPT, "Parameters") == f"{parameter_count(tiny_prompt_checkpoint):,}"
     assert dialog.value(SEMANTIC, "Task") == SEMANTIC
     raw = dialog.details[PROMPT]
     assert not raw.isVisible()
