@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from models.classes import CLASS_NAMES, PET_CLASSES
-from models.errors import one_line
 from models.files import atomic_path
+from models.formats.core import FormatError, read_json
 from models.formats.rle import rle_encode
 from petseg_desktop.export_files import ExportSetupError
 
@@ -65,10 +65,9 @@ def _is_coco(doc: Any) -> bool:
 def _read_coco(path: Path) -> dict[str, Any]:
     """The COCO document at ``path``; ExportSetupError (one line) when it cannot be added to."""
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError, RecursionError) as error:
-        raise ExportSetupError(f"{path}: cannot add to this file ({one_line(error)})") from None
+        doc = read_json(path)
+    except FormatError as error:  # size-bounded read; str(error) names the file and the problem
+        raise ExportSetupError(f"{path}: cannot add to this file ({error})") from None
     if not _is_coco(doc):
         raise ExportSetupError(f"{path}: cannot add to this file, it is not a COCO JSON with images and annotations")
     return doc

@@ -158,8 +158,11 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """The bytes of ``path``, refusing files over ``limit`` bytes (checked before and while reading)."""
     check_regular_file(path)
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise FormatError(path, f"larger than {limit // 2**20} MB, not read")
         with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # read(n) allocates n bytes up front: the file's size, not the limit
     except OSError as error:
         raise FormatError(path, f"cannot read ({error.strerror or type(error).__name__})") from None
     if len(data) > limit:
