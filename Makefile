@@ -51,8 +51,10 @@ $(PACKAGE_STAMP): requirements-package.txt
 	$(PACKAGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-package.txt
 	touch $(PACKAGE_STAMP)
 
+# The work folder (build/, ~250 MB) is removed afterwards: CI machines can be short of disk.
 package: $(PACKAGE_STAMP)
 	$(PACKAGE_VENV)/bin/pyinstaller --noconfirm --log-level WARN pyinstaller.spec
+	rm -rf build
 
 # Build the bundle, then run its smoke test (tests/test_package.py) against it.
 test-package: package $(STAMP)
