@@ -9,7 +9,10 @@ Three layouts are recognised (:func:`detect_layout`):
   from ``annotations/list.txt`` or, without it, from the file name (capital first letter: cat).
   ``annotations/trainval.txt`` and ``test.txt`` choose the ``"TrainVal"`` / ``"Test"`` split
   (asking for a split without its list, when the other list exists, is an error).
-- ``"folders"``: ``<root>/images/*`` with ``<root>/masks/*`` paired by file stem.
+- ``"folders"``: ``<root>/images/*`` with ``<root>/masks/*`` paired by file stem (a mask may also
+  be called ``<stem>_mask.png``, as petseg-export names them).
+- ``"annotated"``: a folder annotated in the app: photos with ``<stem>_mask.png`` (class indices)
+  beside them; photos without a mask are not labelled, ``*_mask_colour.png`` previews are skipped.
 
 Layouts without split lists hold one set of samples, returned for any ``split``.
 Images without a mask are kept, with ``mask_path=None``: an annotator may want them, and
@@ -38,7 +41,8 @@ from models.images import IMAGE_SUFFIXES, ImageLoadError, load_mask, load_rgb
 
 CLASS_INDEX = {CLASS_NAMES[CAT]: CAT, CLASS_NAMES[DOG]: DOG}
 LABEL_VALUES = (BACKGROUND, CAT, DOG, VOID)
-PROCESSED, OXFORD, FOLDERS = "processed", "oxford", "folders"
+PROCESSED, OXFORD, FOLDERS, ANNOTATED = "processed", "oxford", "folders", "annotated"
+MASK_SUFFIX, COLOUR_SUFFIX = "_mask", "_mask_colour"  # the app's mask files: <stem>_mask.png
 OXFORD_SPLIT_FILES = {"trainval": "trainval.txt", "test": "test.txt"}
 # cv2's INTER_NEAREST samples half a pixel off the centres INTER_LINEAR uses; the exact
 # variant keeps resized masks aligned with the resized photos.
@@ -103,9 +107,12 @@ def detect_layout(root: str | Path) -> str:
         return OXFORD
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return FOLDERS
+    if any(s.mask_path for s in _annotated_samples(root)):
+        return ANNOTATED
     raise ValueError(
         f"{root}: no pet data found; looked for <split>/color + <split>/label (processed), "
-        f"images + annotations/trimaps (Oxford-IIIT Pet release) and images + masks"
+        f"images + annotations/trimaps (Oxford-IIIT Pet release), images + masks, and photos "
+        f"with <name>_mask.png beside them (a folder annotated in PetSeg)"
     )
 
 
@@ -158,8 +165,32 @@ def _oxford_samples(root: Path, split: str) -> list[Sample]:
 
 
 def _folder_samples(root: Path) -> list[Sample]:
-    masks = _images_in(root / "masks")
+    masks = {stem.removesuffix(MASK_SUFFIX): path for stem, path in _images_in(root / "masks").items()}
     return [Sample(stem, path, masks.get(stem), None) for stem, path in _images_in(root / "images").items()]
+
+
+def _annotated_samples(root: Path) -> list[Sample]:
+    files = _images_in(root)
+    photos = {stem: path for stem, path in files.items() if not stem.endswith((MASK_SUFFIX, COLOUR_SUFFIX))}
+    masks = {stem.removesuffix(MASK_SUFFIX): path for stem, path in files.items()
+             if stem.endswith(MASK_SUFFIX) and path.suffix.lower() == ".png"}
+    return [Sample(stem, path, masks.get(stem), None) for stem, path in photos.items()]
+
+
+def breed_of(stem: str) -> str:
+    """The Oxford-IIIT Pet breed in a photo's name (``Bengal_12`` -> ``Bengal``)."""
+    return stem.rsplit("_", 1)[0]
+
+
+def only_breed(samples: Sequence[Sample], breed: str | None) -> list[Sample]:
+    """The samples of ``breed`` (all of them for None); ValueError naming the breeds present when none is."""
+    if breed is None:
+        return list(samples)
+    picked = [s for s in samples if breed_of(s.stem).lower() == breed.lower()]
+    if not picked:
+        present = sorted({breed_of(s.stem) for s in samples})
+        raise ValueError(f"no photos of breed {breed!r} (there are: {', '.join(present[:40])})")
+    return picked
 
 
 def find_samples(root: str | Path, split: str = "TrainVal") -> list[Sample]:
@@ -170,6 +201,8 @@ def find_samples(root: str | Path, split: str = "TrainVal") -> list[Sample]:
         return _processed_samples(root, split)
     if layout == OXFORD:
         return _oxford_samples(root, split)
+    if layout == ANNOTATED:
+        return _annotated_samples(root)
     return _folder_samples(root)
 
 
@@ -271,7 +304,8 @@ class SegmentationDataset(Dataset):
 
     Items are ``{"image": 3xSxS float32, "mask": SxS int64 (padding 255), "index": int}``; the
     photo is resized with INTER_LINEAR and padded with 0, the mask with nearest-neighbour and
-    padded with VOID, then ``augment(image, mask)`` runs at model size before normalisation.
+    padded with VOID, then ``paste(image, mask)`` (copy-paste, :mod:`training.copy_paste`) and
+    ``augment(image, mask)`` run at model size before normalisation.
     """
 
     def __init__(
@@ -280,6 +314,7 @@ class SegmentationDataset(Dataset):
         size: int,
         normalization: dict[str, list[float]],
         augment: Augment | None = None,
+        paste: Augment | None = None,
     ) -> None:
         unlabelled = [s.image_path.name for s in samples if s.mask_path is None]
         if unlabelled:
@@ -288,21 +323,46 @@ class SegmentationDataset(Dataset):
         self.size = size
         self.normalization = normalization
         self.augment = augment
+        self.paste = paste
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        rgb, mask = load_sample(self.samples[index])
-        image, _ = letterbox(rgb, self.size, cv2.INTER_LINEAR, 0)
-        mask, _ = letterbox(mask, self.size, MASK_INTERPOLATION, VOID)
-        if self.augment is not None:
-            image, mask = self.augment(image, mask)
-        return {
-            "image": to_model_tensor(image, self.normalization)[0],
-            "mask": torch.from_numpy(mask.astype(np.int64)),
-            "index": index,
-        }
+        return model_item(*load_sample(self.samples[index]), index, self.size, self.normalization,
+                          self.paste, self.augment)
+
+
+class ArrayDataset(Dataset):
+    """:class:`SegmentationDataset`'s items (no augmentation) from photos and label masks in memory."""
+
+    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], size: int,
+                 normalization: dict[str, list[float]]) -> None:
+        self.pairs = list(pairs)
+        self.size = size
+        self.normalization = normalization
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        return model_item(*self.pairs[index], index, self.size, self.normalization)
+
+
+def model_item(rgb: np.ndarray, mask: np.ndarray, index: int, size: int, normalization: dict[str, list[float]],
+               paste: Augment | None = None, augment: Augment | None = None) -> dict[str, torch.Tensor | int]:
+    """A photo and its labels letterboxed to ``size``, through ``paste`` and ``augment``, normalised."""
+    image, _ = letterbox(rgb, size, cv2.INTER_LINEAR, 0)
+    mask, _ = letterbox(mask, size, MASK_INTERPOLATION, VOID)
+    if paste is not None:
+        image, mask = paste(image, mask)
+    if augment is not None:
+        image, mask = augment(image, mask)
+    return {
+        "image": to_model_tensor(image, normalization)[0],
+        "mask": torch.from_numpy(mask.astype(np.int64)),
+        "index": index,
+    }
 
 
 def sample_weights(samples: Sequence[Sample], cat_boost: float) -> list[float]:

@@ -46,7 +46,7 @@ from training.click_protocol import (
     evaluate_sample,
     object_target,
 )
-from training.data import Sample, find_samples, load_sample
+from training.data import Sample, breed_of, find_samples, load_sample, only_breed
 from training.metrics import ConfusionMatrix, binary_iou
 
 BASELINES = {"grabcut": "GrabCut baseline", "u2netp": "U2-Netp baseline"}
@@ -71,12 +71,13 @@ def spread_subset(samples: Sequence[Any], limit: int | None) -> list[Any]:
     return [samples[int(i * step)] for i in range(limit)]
 
 
-def labelled_samples(data: Path, split: str, limit: int | None = None) -> list[Sample]:
-    """The ``split``'s samples that have a mask, :func:`spread_subset` to ``limit``.
+def labelled_samples(data: Path, split: str, limit: int | None = None, breed: str | None = None) -> list[Sample]:
+    """The ``split``'s samples that have a mask (of ``breed`` only, when given), :func:`spread_subset` to ``limit``.
 
     Raises FileNotFoundError / NotADirectoryError / ValueError (one line) for missing data or none.
     """
-    samples = spread_subset([s for s in find_samples(data, split) if s.mask_path is not None], limit)
+    labelled = [s for s in find_samples(data, split) if s.mask_path is not None]
+    samples = spread_subset(only_breed(labelled, breed), limit)
     if not samples:
         raise ValueError(f"no images with masks in {data} (split {split})")
     return samples
@@ -113,14 +114,33 @@ def evaluate_semantic(segmenter: Any, samples: Sequence[Any], limit: int | None 
             "mean_iou": _nan_to_none(one.mean_iou()),
             "pixel_accuracy": _nan_to_none(one.pixel_accuracy()),
             "foreground_iou": _foreground_iou(one.matrix),
+            "confusion": one.matrix.tolist(),
             "seconds": elapsed,
         })
     result: dict[str, Any] = {"task": "semantic", "images": len(rows), "class_names": class_names}
     result.update(total.summary(class_names))
+    result["labelled_mean_iou"] = _nan_to_none(total.labelled_mean_iou())
     result["foreground_iou"] = _foreground_iou(total.matrix)
     result["seconds_per_image"] = seconds / len(rows) if rows else None
     result["rows"] = rows
     return result
+
+
+def breed_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per Oxford-IIIT Pet breed (from the photo names): photos and the mIoU of their pixels over the
+    classes their masks hold (background and the breed's species), worst first."""
+    matrices: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for row in result["rows"]:
+        breed = breed_of(row["stem"])
+        matrices[breed] = matrices.get(breed, 0) + np.asarray(row["confusion"], dtype=np.int64)
+        counts[breed] = counts.get(breed, 0) + 1
+    rows = []
+    for breed, matrix in matrices.items():
+        total = ConfusionMatrix(num_classes=matrix.shape[0])
+        total.matrix = matrix
+        rows.append({"breed": breed, "images": counts[breed], "mean_iou": _nan_to_none(total.labelled_mean_iou())})
+    return sorted(rows, key=lambda r: (r["mean_iou"] is None, r["mean_iou"] or 0.0, r["breed"]))
 
 
 def _foreground_iou(matrix: np.ndarray) -> float:
@@ -305,7 +325,15 @@ def format_semantic_table(result: dict[str, Any]) -> str:
         lines.append(f"{name:<12} {_fmt(values['iou']):>7} {_fmt(values['dice']):>7} {_fmt(values['accuracy']):>8}")
     lines.append(f"{'mean':<12} {_fmt(result['mean_iou']):>7} {_fmt(result['mean_dice']):>7} "
                  f"{_fmt(result['pixel_accuracy']):>8}  (overall pixel accuracy)")
+    if result.get("labelled_mean_iou") != result["mean_iou"]:
+        lines.append(f"mIoU over the classes the masks hold: {_fmt(result['labelled_mean_iou'])}")
     lines.append(f"{result['images']} images, {_fmt(result['seconds_per_image'])} s/image")
+    return "\n".join(lines)
+
+
+def format_breed_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'breed':<28} {'photos':>6} {'mIoU':>7}"]
+    lines += [f"{r['breed']:<28} {r['images']:>6} {_fmt(r['mean_iou']):>7}" for r in rows]
     return "\n".join(lines)
 
 
@@ -360,6 +388,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="Test", help="split to evaluate (default: Test)")
     parser.add_argument("--json", type=Path, help="write the metrics and per-image rows to this JSON file")
     parser.add_argument("--limit", type=int, help="evaluate only N images, spread evenly over the (name-sorted) split")
+    parser.add_argument("--breed", help="only the photos of this Oxford-IIIT Pet breed (e.g. Bengal, pug)")
+    parser.add_argument("--by-breed", action="store_true", help="semantic models: also a table of mIoU per breed")
     parser.add_argument("--baseline", choices=tuple(BASELINES),
                         help="also run OpenCV GrabCut, or U2-Netp (box prompt and automatic foreground), "
                         "on the same images")
@@ -417,7 +447,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if multi_pet and task != "prompt":
             return _error(f"--multi-pet judges prompt models; {Path(checkpoint).name} is a {task} model")
     try:
-        samples = labelled_samples(args.data, args.split, limit)
+        samples = labelled_samples(args.data, args.split, limit, getattr(args, "breed", None))
         pool = labelled_samples(args.data, args.split) if multi_pet else samples
         base = _load_baseline(baseline) if baseline else None
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:  # incl. U2-Netp's model file
@@ -428,6 +458,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "split": args.split,
         "limit": limit,
+        "breed": getattr(args, "breed", None),
         "multi_pet": multi_pet,
     }
     if task == "semantic":
@@ -439,6 +470,9 @@ def run_eval(args: argparse.Namespace) -> int:
         payload["model"] = result
         print(f"{Path(checkpoint).name} ({metadata['arch']}, semantic) on {args.split}")
         print(format_semantic_table(result))
+        if getattr(args, "by_breed", False):
+            payload["breeds"] = breed_rows(result)
+            print(format_breed_table(payload["breeds"]))
         if base is not None:
             payload["foreground"] = [
                 semantic_foreground(Path(checkpoint).stem, result),

@@ -66,6 +66,11 @@ class ConfusionMatrix:
         """Mean IoU over the classes present in targets or predictions (NaN if none)."""
         return _nanmean(self.iou())
 
+    def labelled_mean_iou(self) -> float:
+        """Mean IoU over the classes the targets hold (NaN if none): on photos of one species, the
+        other species' false pixels lower the IoU of the classes present instead of adding a 0."""
+        return _nanmean(np.where(self.matrix.sum(1) > 0, self.iou(), np.nan))
+
     def summary(self, class_names: Sequence[str]) -> dict[str, Any]:
         """JSON-ready metrics: ``pixel_accuracy``, ``mean_iou``, ``mean_dice`` and ``per_class``
         ``{name: {"iou", "dice", "accuracy"}}``; undefined values are None."""

@@ -15,10 +15,11 @@ import torch.distributed as dist
 from training.fit.config import FitConfig
 from training.fit.data import Data, check_samples, prepare_samples
 from training.fit.errors import FitInterrupted
-from training.fit.loop import start_phase, train_phase
+from training.fit.loop import start_phase, train_phase, validate_parent
+from training.fit.parent import with_parent
 from training.fit.out_folder import out_path, run_folder
 from training.fit.run import Progress, announce, build_run, load_saved_weights
-from training.fit.run_log import RunLog
+from training.fit.run_log import RunLog, emit
 from training.fit.runtime import Runtime, setup_runtime
 from training.fit.saving import write_errors
 from training.fit.state import STATE_NAME, read_train_state, resolve_resume, saved_options
@@ -37,7 +38,7 @@ def run_fit(cfg: FitConfig) -> int:
             names = ", ".join("--" + c.replace("_", "-") for c in ignored)
             print(f"note: --resume keeps the run's saved {names} (only --epochs, --workers, --device, "
                   "--patience, --stop-after-epochs, --data can change)", file=sys.stderr)
-    cfg = cfg.with_default_encoder()  # saved in the resume state: a resumed run builds the same model
+    cfg = with_parent(cfg).with_default_encoder()  # saved in the resume state: a resumed run builds the same model
     cfg.check()
     rt = setup_runtime(cfg.device, cfg.bf16, cfg.no_amp)
     try:
@@ -69,6 +70,8 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
     if resume_header is not None and not load_saved_weights(run, progress):
         return 0
     announce(run)
+    if cfg.init_from and resume_header is None:
+        validate_parent(run, progress)
     run_log = RunLog(run.out)
     for index in range(progress.start_phase, len(run.phases)):
         resuming = resume_header is not None and index == progress.start_phase
@@ -78,5 +81,10 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
     if rt.main:
         with write_errors(run):
             run_log.finish(progress.history)
-    rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
+    if progress.best_epoch:
+        rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
+    else:
+        rt.log(f"done: no epoch beat --init-from's val mIoU {progress.best:.4f}; no best.safetensors in {run.out}")
+    emit(run, "done", best_val_miou=progress.best, best_epoch=progress.best_epoch, parent=progress.parent,
+         out=str(run.out))
     return 0

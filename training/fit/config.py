@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
@@ -33,11 +34,17 @@ ENCODER_START = {"scratch": ", no pretrained weights", "effnet_lite0": " with Im
 ENCODER_ALTERNATIVE = {"scratch": "trains from scratch", "effnet_lite0": "starts from ImageNet EfficientNet-Lite0"}
 MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keywords, where arch.options lists them
 
+# ``petseg-train finetune``: fit's options with these defaults, for a small folder of the user's own
+# photos starting from --init-from: few epochs at a low learning rate, a fifth of the photos kept
+# aside to judge it, and two guards against forgetting (a frozen encoder, the --anchor pull).
+FINETUNE_DEFAULTS = {"epochs": 8, "lr": 1e-4, "warmup_epochs": 0.5, "val_fraction": 0.2, "anchor": 0.01,
+                     "freeze_encoder": True, "workers": 0}
+
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
 RESUME_OVERRIDABLE = frozenset({"epochs", "patience", "data", "workers"})  # workers: the augmentation seeds depend on it
 # Options of one invocation only: never taken from the saved run.
-INVOCATION_ONLY = frozenset({"device", "stop_after_epochs", "no_progress", "resume", "out"})
+INVOCATION_ONLY = frozenset({"device", "stop_after_epochs", "no_progress", "progress_json", "resume", "out"})
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,17 @@ class FitConfig:
     patience: int = 0
     val_fraction: float = 0.1
     limit: int | None = None
+    breed: str | None = None
+    source_folder: str | None = None
     ae_epochs: int = 10
     clicks_rounds: int = 3
+    copy_paste: float = 0.0
+    init_from: str | None = None
+    freeze_encoder: bool = False
+    anchor: float = 0.0
     stop_after_epochs: int | None = None
     no_progress: bool = False
+    progress_json: bool = False
     # not options:
     explicit: frozenset[str] = frozenset()  # the options given on the command line
     argv: tuple[str, ...] = ()  # the command line, for the checkpoint metadata
@@ -125,6 +139,8 @@ class FitConfig:
         """The start-of-run line saying which encoder trains and why; None for architectures without one."""
         if "encoder" not in self.architecture.options or self.encoder is None:
             return None
+        if self.init_from:
+            return f"encoder: {self.encoder} (from --init-from {Path(self.init_from).name})"
         if resumed:
             why = "saved with the run"
         elif "encoder" in self.explicit:
@@ -154,13 +170,22 @@ class FitConfig:
             _check_number(self, option, minimum=1)
         for option in ("lr", "cat_boost"):
             _check_number(self, option, above=0.0)
-        for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds"):
+        for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds", "anchor"):
             _check_number(self, option, minimum=0)
         for option in ("limit", "stop_after_epochs"):
             if getattr(self, option) is not None:
                 _check_number(self, option, minimum=1)
         if RECONSTRUCTION in arch.phases and self.ae_epochs < 0:
             raise FitError("--ae-epochs must be 0 or more")
+        if not 0 <= self.copy_paste <= 1:
+            raise FitError(f"--copy-paste {self.copy_paste}: must be between 0 and 1")
+        if self.copy_paste and arch.task != PROMPT:
+            raise FitError(f"--copy-paste is only for {_names(lambda a: a.task == PROMPT, ' and ')} "
+                           "(it makes the other pets background)")
+        if self.anchor and not self.init_from:
+            raise FitError("--anchor keeps the weights near --init-from's; give --init-from CHECKPOINT")
+        if self.freeze_encoder and RECONSTRUCTION in arch.phases:
+            raise FitError(f"--freeze-encoder: {self.arch} already trains its segmentation decoder on a frozen encoder")
         if not 0 < self.val_fraction < 1:
             raise FitError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         if arch.pretrained == CLIP_RN50 and self.clip_weights is None:
@@ -229,12 +254,16 @@ def _defaults(option: str) -> str:
     return "; ".join(f"{value} for {' and '.join(names)}" for value, names in by_value.items())
 
 
-def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``fit`` subcommand's options (defaults: FitConfig's)."""
+def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -> None:
+    """The ``fit`` subcommand's options (defaults: FitConfig's); with ``finetune``, ``finetune``'s:
+    --init-from required, --arch taken from it, :data:`FINETUNE_DEFAULTS`."""
     d = {f.name: f.default for f in fields(FitConfig) if f.default is not MISSING}
+    if finetune:
+        d.update(FINETUNE_DEFAULTS)
     clip, reconstructs = _names(lambda a: a.pretrained == CLIP_RN50), _names(lambda a: RECONSTRUCTION in a.phases)
     p = parser
-    p.add_argument("--arch", required=True, choices=architecture_names(), help="architecture to train")
+    p.add_argument("--arch", required=not finetune, choices=architecture_names(),
+                   help="architecture to train" + (" (default: --init-from's)" if finetune else ""))
     p.add_argument("--data", required=True, help="pet data root (processed, Oxford or images+masks layout)")
     p.add_argument("--out", default=d["out"], help="output folder (default runs/<arch>-<YYYYmmdd-HHMMSS>)")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs (segmentation phase)")
@@ -276,9 +305,26 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                    help="share of TrainVal held out for validation")
     p.add_argument("--limit", type=int, default=d["limit"],
                    help="use only N training images (and at most max(2, N//4) validation images): smoke runs")
+    p.add_argument("--breed", default=d["breed"],
+                   help="train only on the photos of this Oxford-IIIT Pet breed (by file name, e.g. Bengal)")
+    p.add_argument("--source-folder", default=d["source_folder"], metavar="PATH",
+                   help="the folder the photos come from, for the metadata, when --data is a copy of it (the app)")
     p.add_argument("--ae-epochs", type=int, default=d["ae_epochs"], help=f"{reconstructs}: reconstruction (phase 1) epochs")
     p.add_argument("--clicks-rounds", type=int, default=d["clicks_rounds"],
                    help=f"{_names(lambda a: a.task == PROMPT)}: max corrective click rounds per batch")
+    p.add_argument("--copy-paste", type=float, default=d["copy_paste"], metavar="P",
+                   help=f"{_names(lambda a: a.task == PROMPT)}: with probability P paste 1-2 other photos' pets "
+                   "beside the photo's pet, one of them the target (instance-aware training)")
+    p.add_argument("--init-from", default=d["init_from"], metavar="CHECKPOINT", required=finetune,
+                   help="fine-tune: start from this checkpoint's weights (its architecture options and "
+                   "input size are used; the best checkpoint must beat it on the validation photos)")
+    p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d["freeze_encoder"],
+                   help="train the decoder only, the encoder (and its batch-norm statistics) kept as it starts")
+    p.add_argument("--anchor", type=float, default=d["anchor"], metavar="STRENGTH",
+                   help="with --init-from: L2 pull of the trained weights towards the starting ones "
+                   "(guards against forgetting on a small folder; 0 = off)")
     p.add_argument("--stop-after-epochs", type=int, default=d["stop_after_epochs"], metavar="N",
                    help="stop this invocation after N epochs (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument("--progress-json", action="store_true",
+                   help="one JSON line per training step and per epoch on stdout (for the app)")

@@ -36,7 +36,7 @@ class Data:
 
 def prepare_samples(cfg: FitConfig) -> Data:
     """The labelled TrainVal photos under ``--data``, split by ``--val-fraction`` and ``--seed``."""
-    from training.data import detect_layout, find_samples, train_val_split
+    from training.data import detect_layout, find_samples, only_breed, train_val_split
 
     root = Path(cfg.data).expanduser()
     if not root.is_dir():
@@ -44,9 +44,9 @@ def prepare_samples(cfg: FitConfig) -> Data:
     try:
         layout = detect_layout(root)
         samples = find_samples(root, "TrainVal")
+        labelled = only_breed([s for s in samples if s.mask_path is not None], cfg.breed)
     except ValueError as error:
         raise FitError(one_line(error)) from None
-    labelled = [s for s in samples if s.mask_path is not None]
     if not labelled:
         raise FitError(f"--data {cfg.data}: no labelled photos found")
     train, val = train_val_split(labelled, cfg.val_fraction, cfg.seed)
@@ -74,8 +74,10 @@ def prepare_samples(cfg: FitConfig) -> Data:
         "val_fraction": cfg.val_fraction,
         "split_seed": cfg.seed,
         "limit": cfg.limit,
+        "breed": cfg.breed,
+        "source_folder": cfg.source_folder,
         "species": {"train": species(train), "val": species(val)},
-        "unlabelled_skipped": len(samples) - len(labelled),
+        "unlabelled_skipped": sum(1 for s in samples if s.mask_path is None),
     }
     return Data(train, val, summary)
 
@@ -101,15 +103,20 @@ def check_samples(data: Data, progress: bool) -> None:
 
 def train_dataset(cfg: FitConfig, data: Data,
                   normalization: dict[str, list[float]]) -> tuple[Any, torch.utils.data.Dataset]:
-    """The ``--augment`` pipeline (None for ``none``) and the training photos at ``--size`` px through it."""
+    """The ``--augment`` pipeline (None for ``none``) and the training photos at ``--size`` px through
+    it (after ``--copy-paste``'s, when asked for)."""
     from training.data import SegmentationDataset
 
-    augment = None
+    augment = paste = None
     if cfg.augment != "none":
         from training.augment import build_augmentation
 
         augment = build_augmentation(cfg.augment, seed=cfg.seed)
-    return augment, SegmentationDataset(data.train, cfg.size, normalization, augment=augment)
+    if cfg.copy_paste > 0:
+        from training.copy_paste import CopyPaste
+
+        paste = CopyPaste(data.train, cfg.copy_paste)
+    return augment, SegmentationDataset(data.train, cfg.size, normalization, augment=augment, paste=paste)
 
 
 def pixel_class_counts(samples: Sequence[Any]) -> list[int]:

@@ -17,8 +17,9 @@ from models.classes import PROMPT
 from models.registry import RECONSTRUCTION, SEGMENTATION
 from training.fit import model_setup
 from training.fit.errors import FitError
+from training.fit.parent import anchor_penalty
 from training.fit.run import Phase, Progress, Run
-from training.fit.run_log import RunLog
+from training.fit.run_log import RunLog, emit
 from training.fit.runtime import batch_to_device
 from training.fit.saving import save_epoch, write_errors
 from training.fit.schedule import lr_at
@@ -32,7 +33,7 @@ def start_phase(run: Run, index: int,
     tensors and header) the optimizer, scaler and RNGs continue exactly where the saved run stopped."""
     cfg, rt, model = run.cfg, run.rt, run.model
     name, epochs = run.phases[index]
-    model_setup.configure_phase(model, run.arch, name, run.config)
+    model_setup.configure_phase(model, run.arch, name, run.config, cfg.freeze_encoder)
     step_module = model_setup.step_module(model, run.arch, name)
     params = model_setup.trainable_parameters(model)
     if rt.distributed:
@@ -58,6 +59,17 @@ def start_phase(run: Run, index: int,
     return phase, header["phase_epoch"]
 
 
+def validate_parent(run: Run, progress: Progress) -> None:
+    """``--init-from``: the parent's validation metrics, before any training, become the best to beat."""
+    row: dict[str, Any] = {}
+    metrics = _validate(run, row)
+    progress.parent = {key: row[key] for key in ("val_miou", "iou_1click", "iou_3click") if key in row}
+    progress.best = metrics["miou"]
+    run.rt.log(f"--init-from: val mIoU {metrics['miou']:.4f} before fine-tuning; an epoch must beat it "
+               "to write best.safetensors")
+    emit(run, "parent", **progress.parent)
+
+
 def train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, run_log: RunLog) -> bool:
     """Train, validate and save each epoch of ``phase`` from ``first_epoch``; True when the run
     stops before its end (early stop or --stop-after-epochs)."""
@@ -77,6 +89,8 @@ def train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, ru
                 save_epoch(run, phase, epoch, metrics, improved, progress)
                 run_log.update(progress.history)
             rt.log(_epoch_summary(run, phase, epoch, train_loss, metrics) + f" [{row['seconds']:.1f} s]")
+            emit(run, "epoch", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, improved=improved,
+                 **{key: row[key] for key in ("train_loss", "val_miou", "iou_1click", "seconds") if key in row})
         if rt.distributed:
             dist.barrier()
         reason = _stop_reason(run, phase, epoch, progress)
@@ -102,6 +116,8 @@ def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]
         # (in workers, training.augment reseeds from the worker seed, itself per-epoch seeded)
         run.augment.compose.set_random_seed(epoch_seed % 2**32)
     run.model.train()
+    if cfg.freeze_encoder:
+        run.model.encoder.eval()
     loss_sum, steps = 0.0, 0
     batches, bar = loader, None
     if rt.main and not cfg.no_progress:
@@ -130,6 +146,8 @@ def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]
         steps += 1
         if bar is not None:
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+        emit(run, "step", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, step=i + 1,
+             steps=len(loader), loss=round(value, 5))
     if bar is not None:
         bar.close()
     loss_sum, steps = rt.all_reduce_sum([loss_sum, steps])
@@ -142,11 +160,15 @@ def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tenso
         rounds = random.randint(0, max(0, run.cfg.clicks_rounds))
         seed = int(np.random.randint(2**31 - 1))
         logits, target = phase.step_module(images, masks, rounds, seed)
-        return run.criterion(logits, target)
-    if phase.name == RECONSTRUCTION:
+        loss = run.criterion(logits, target)
+    elif phase.name == RECONSTRUCTION:
         recon = phase.step_module(images)
-        return nn.functional.mse_loss(recon.float(), images.float())
-    return run.criterion(phase.step_module(images), masks)
+        loss = nn.functional.mse_loss(recon.float(), images.float())
+    else:
+        loss = run.criterion(phase.step_module(images), masks)
+    if run.anchor is not None:
+        loss = loss + anchor_penalty(run.model, run.anchor, run.cfg.anchor)
+    return loss
 
 
 def _validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:

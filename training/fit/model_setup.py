@@ -35,9 +35,11 @@ def model_config(cfg: FitConfig) -> dict[str, Any]:
     return config
 
 
-def build(cfg: FitConfig, rt: Runtime, resume_header: dict[str, Any] | None) -> tuple[dict[str, Any], nn.Module, str]:
-    """The builder config, the model with any pretrained weights, and where those came from
-    (when resuming, the saved run's: its weights are loaded later)."""
+def build(cfg: FitConfig, rt: Runtime, resume_header: dict[str, Any] | None,
+          parent: dict[str, torch.Tensor] | None) -> tuple[dict[str, Any], nn.Module, str]:
+    """The builder config, the model with its starting weights (``parent``'s with ``--init-from``,
+    else any pretrained ones), and where those came from (when resuming, the saved run's: its
+    weights are loaded later)."""
     config = model_config(cfg)
     try:
         model = build_model(cfg.arch, config)
@@ -45,6 +47,9 @@ def build(cfg: FitConfig, rt: Runtime, resume_header: dict[str, Any] | None) -> 
         raise FitError(f"cannot build {cfg.arch} with {config}: {one_line(error)}") from None
     if resume_header is not None:
         return config, model, resume_header.get("pretrained", "none")
+    if parent is not None:
+        model.load_state_dict(parent)
+        return config, model, f"{cfg.init_from} (--init-from)"
     return config, model, load_pretrained(model, cfg, config, rt)
 
 
@@ -80,8 +85,12 @@ def phase_plan(cfg: FitConfig) -> list[tuple[str, int]]:
     return [(phase, epochs[phase]) for phase in cfg.architecture.phases if epochs[phase] > 0]
 
 
-def configure_phase(model: nn.Module, arch: Architecture, phase: str, config: dict[str, Any]) -> None:
+def configure_phase(model: nn.Module, arch: Architecture, phase: str, config: dict[str, Any],
+                    freeze_encoder: bool = False) -> None:
     """The parts ``phase`` trains get ``requires_grad``, the others not (so neither AdamW nor DDP sees them).
+
+    ``freeze_encoder`` (``--freeze-encoder``): the encoder trains nothing (the loop also keeps it in
+    eval mode, so its batch-norm statistics stay).
 
     An architecture with a reconstruction phase (an encoder, a ``reconstruction`` and a
     segmentation ``decoder``): reconstruction trains the encoder and the reconstruction decoder;
@@ -89,6 +98,8 @@ def configure_phase(model: nn.Module, arch: Architecture, phase: str, config: di
     Other architectures train whatever their builder leaves trainable.
     """
     if RECONSTRUCTION not in arch.phases:
+        if freeze_encoder:
+            model.encoder.requires_grad_(False)
         return
     reconstructing = phase == RECONSTRUCTION
     model.set_encoder_frozen(False if reconstructing else config.get("freeze_encoder", True))

@@ -17,6 +17,7 @@ from torch import nn
 from models.registry import SEGMENTATION, Architecture
 from training.fit import model_setup
 from training.fit.config import FitConfig
+from training.fit.parent import load_parent
 from training.fit.data import Data, loss_class_weights, train_dataset, train_sampler
 from training.fit.runtime import Runtime, cpu_has_fast_bf16, hardware_summary
 from training.fit.validation import ValSet, build_val_set
@@ -35,6 +36,7 @@ class Run:
     model: nn.Module
     pretrained: str
     augment: Any  # training.augment's pipeline, or None
+    anchor: dict[str, torch.Tensor] | None  # --anchor: the weights the penalty pulls towards
     train_ds: torch.utils.data.Dataset
     val: ValSet
     class_weights: list[float] | None
@@ -60,12 +62,14 @@ class Progress:
     start_phase: int = 0  # where this invocation starts: a phase index...
     start_epoch: int = 0  # ...and the epochs already done in that phase
     epochs_this_run: int = 0
+    parent: dict[str, Any] | None = None  # --init-from: the parent's validation metrics, the best to beat
 
     @classmethod
     def saved(cls, header: dict[str, Any]) -> Progress:
         """The progress recorded in a resume state's header."""
         return cls(header["history"], header["best"], header["best_epoch"],
-                   start_phase=header["phase_index"], start_epoch=header["phase_epoch"])
+                   start_phase=header["phase_index"], start_epoch=header["phase_epoch"],
+                   parent=header.get("parent"))
 
     def record(self, row: dict[str, Any], metrics: dict[str, Any], epoch: int) -> bool:
         """Add an epoch's log row; True when its validation mIoU is the best so far."""
@@ -103,20 +107,21 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     random.seed(cfg.seed)
     arch = cfg.architecture
     out = Path(cfg.out)
-    config, model, pretrained = model_setup.build(cfg, rt, resume_header)
+    parent = load_parent(cfg) if cfg.init_from and (resume_header is None or cfg.anchor) else None
+    config, model, pretrained = model_setup.build(cfg, rt, resume_header, parent)
     model.to(rt.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
     augment, train_ds = train_dataset(cfg, data, model.normalization)
-    val = build_val_set(data.val, cfg.size, model.normalization, rt)
+    val = build_val_set(data.val, cfg.size, model.normalization, rt, composites=cfg.copy_paste > 0)
     class_weights = loss_class_weights(cfg, arch.task, data, rt, resume_header)
     criterion = build_loss(cfg.loss, arch.task, class_weights).to(rt.device)
     sampler = train_sampler(cfg, rt, data, train_ds)
     drop_last = len(sampler) >= cfg.batch_size
     steps_per_epoch = max(1, len(sampler) // cfg.batch_size) if drop_last else 1
     return Run(
-        cfg, arch, rt, out, data, config, model, pretrained, augment, train_ds, val, class_weights, criterion,
+        cfg, arch, rt, out, data, config, model, pretrained, augment, parent if cfg.anchor else None, train_ds, val, class_weights, criterion,
         sampler, steps_per_epoch, drop_last, model_setup.phase_plan(cfg), started,
         prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
         hardware=hardware_summary(rt, cfg.channels_last),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,9 @@ def write_curves(out: Path, history: list[dict[str, Any]]) -> None:
     plt.close(fig)
     with atomic_path(out / "curves.png") as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def emit(run: Any, event: str, **fields: Any) -> None:
+    """``--progress-json``: one JSON line ``{"event": event, **fields}`` on stdout (rank 0 only)."""
+    if run.cfg.progress_json and run.rt.main:
+        print(json.dumps({"event": event, **fields}), flush=True)

@@ -79,6 +79,7 @@ def _state_info(run: Run, phase: Phase, epoch: int, metadata: dict[str, Any], pr
     return {
         "args": cfg.options(),  # by argparse dest, as --resume reads them
         "history": progress.history, "best": progress.best, "best_epoch": progress.best_epoch,
+        "parent": progress.parent,
         "phase_index": phase.index, "phase_epoch": epoch + 1, "phase_epochs": phase.epochs,
         "global_step": (epoch + 1) * run.steps_per_epoch, "class_weights": run.class_weights,
         "pretrained": run.pretrained, "seconds": metadata["seconds"], "world_size": run.rt.world,
@@ -106,4 +107,9 @@ def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -
         "clicks_rounds": cfg.clicks_rounds if prompt else None,
         "pretrained": run.pretrained,
         "encoder": run.config.get("encoder"),
+        "copy_paste": cfg.copy_paste if prompt else None,
+        "init_from": cfg.init_from,
+        "parent_val": progress.parent,
+        "freeze_encoder": cfg.freeze_encoder,
+        "anchor": cfg.anchor,
     }

@@ -18,6 +18,7 @@ from torch import nn
 from models.classes import CLASS_NAMES, VOID
 from training.fit.config import FitConfig
 from training.fit.runtime import Runtime, batch_to_device
+from training.metrics import ConfusionMatrix
 
 
 @dataclass
@@ -30,11 +31,20 @@ class ValSet:
     indices: list[int]  # this rank's share
 
 
-def build_val_set(samples: Sequence[Any], size: int, normalization: dict[str, list[float]], rt: Runtime) -> ValSet:
-    """The validation photos at ``size`` px, with this rank's label masks at full resolution."""
+def build_val_set(samples: Sequence[Any], size: int, normalization: dict[str, list[float]], rt: Runtime,
+                  composites: bool = False) -> ValSet:
+    """The validation photos at ``size`` px, with this rank's label masks at full resolution.
+
+    ``composites`` (the prompt model trained with ``--copy-paste``): every other photo also
+    appears as a two-pet composite (:func:`training.composites.split_composites`, partners from
+    the validation photos) whose target is its first or its second pet by turns, so that the
+    best epoch is chosen on single and multi-pet photos alike.
+    """
     from training.data import SegmentationDataset, load_labels
     from models.geometry import letterbox_params
 
+    if composites:
+        return _composite_val_set(samples, size, normalization, rt)
     dataset = SegmentationDataset(samples, size, normalization, augment=None)
     indices = list(range(rt.rank, len(samples), rt.world))
     masks: list = [None] * len(samples)
@@ -43,6 +53,22 @@ def build_val_set(samples: Sequence[Any], size: int, normalization: dict[str, li
         masks[i] = load_labels(samples[i])
         boxes[i] = letterbox_params(masks[i].shape[0], masks[i].shape[1], size)
     return ValSet(dataset, masks, boxes, indices)
+
+
+def _composite_val_set(samples: Sequence[Any], size: int, normalization: dict[str, list[float]],
+                       rt: Runtime) -> ValSet:
+    """The validation photos and composites of every other one, held in memory."""
+    from models.geometry import letterbox_params
+    from training.composites import instance_target, split_composites
+    from training.data import ArrayDataset, load_sample
+
+    pairs = [load_sample(s) for s in samples]
+    for i, composite in enumerate(split_composites(samples[::2], samples, pets=2)):
+        pet = 1 + i % composite.pets
+        pairs.append((composite.rgb, instance_target(composite.instances, pet)))
+    masks = [labels for _, labels in pairs]
+    boxes = [letterbox_params(m.shape[0], m.shape[1], size) for m in masks]
+    return ValSet(ArrayDataset(pairs, size, normalization), masks, boxes, list(range(rt.rank, len(pairs), rt.world)))
 
 
 def _val_batches(val: ValSet, batch_size: int) -> torch.utils.data.DataLoader:
@@ -73,15 +99,12 @@ def validate_semantic(model: nn.Module, val: ValSet, criterion: nn.Module, cfg: 
             matrix += np.bincount(target[valid].astype(np.int64) * 3 + pred[valid], minlength=9).reshape(3, 3)
     reduced = rt.all_reduce_sum([loss_sum, batches, *matrix.ravel().tolist()])
     loss_sum, batches = reduced[0], reduced[1]
-    matrix = np.asarray(reduced[2:], dtype=np.float64).reshape(3, 3)
-    tp = np.diag(matrix)
-    union = matrix.sum(0) + matrix.sum(1) - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    present = ~np.isnan(iou)
-    miou = float(iou[present].mean()) if present.any() else 0.0
+    confusion = ConfusionMatrix(num_classes=3)
+    confusion.matrix = np.asarray(reduced[2:], dtype=np.int64).reshape(3, 3)
+    iou, miou = confusion.iou(), confusion.labelled_mean_iou()
     return {
         "val_loss": loss_sum / max(batches, 1),
-        "miou": miou,
+        "miou": 0.0 if np.isnan(miou) else miou,  # over the classes the masks hold
         "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(CLASS_NAMES, iou)},
     }
 

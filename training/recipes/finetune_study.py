@@ -1,0 +1,89 @@
+"""The fine-tuning study of MODEL_CARD.md: does ``petseg-train finetune`` on 40 photos of one breed
+help that breed, and what does it cost everywhere else?
+
+For the three breeds the shipped semantic model does worst on (its per-breed mIoU on Test), it
+fine-tunes the shipped model on 40 TrainVal photos of the breed (32 to train, 8 kept aside to pick
+the epoch; ``finetune``'s defaults otherwise), then evaluates on the breed's Test photos and on all
+of Test. Every step writes a JSON file into ``--out`` and is skipped when that file exists, so an
+interrupted study continues where it stopped; ``study.json`` and a Markdown table end it.
+
+    .venv/bin/python training/recipes/finetune_study.py --data ../shared/pets --out runs/finetune-study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHIPPED = Path("resources/checkpoints/petseg-unet-effnet256.safetensors")
+TRAIN = [sys.executable, "-m", "training.cli"]
+PHOTOS = 32  # training photos per breed; with --val-fraction 0.2 and --limit, 8 more are kept aside
+BREEDS = 3
+
+
+def step(out: Path, name: str, argv: list[str]) -> dict:
+    """Run ``petseg-train argv`` unless ``out/name`` exists; returns that JSON (with its CPU time)."""
+    path = out / name
+    if not path.exists():
+        print(f"--- {' '.join(argv)}", flush=True)
+        started = time.time()
+        subprocess.run(TRAIN + argv, check=True)
+        if not path.exists():  # finetune writes no JSON of its own: record its run
+            path.write_text(json.dumps({"seconds": round(time.time() - started, 1)}) + "\n")
+        else:
+            data = json.loads(path.read_text())
+            data["seconds"] = round(time.time() - started, 1)
+            path.write_text(json.dumps(data) + "\n")
+    return json.loads(path.read_text())
+
+
+def evaluate(out: Path, name: str, checkpoint: Path, data: str, breed: str | None = None,
+             by_breed: bool = False) -> dict:
+    argv = ["eval", "--checkpoint", str(checkpoint), "--data", data, "--split", "Test", "--no-progress",
+            "--json", str(out / name)]
+    argv += ["--breed", breed] if breed else []
+    argv += ["--by-breed"] if by_breed else []
+    return step(out, name, argv)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/pets")
+    parser.add_argument("--out", type=Path, default=Path("runs/finetune-study"))
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = evaluate(out, "shipped-test.json", SHIPPED, args.data, by_breed=True)
+    rows = []
+    for breed_row in shipped["breeds"][:BREEDS]:
+        breed = breed_row["breed"]
+        run = out / f"finetune-{breed}"
+        tune = step(out, f"finetune-{breed}.json", [
+            "finetune", "--init-from", str(SHIPPED), "--data", args.data, "--breed", breed,
+            "--limit", str(PHOTOS), "--out", str(run), "--resume", "--no-progress"])
+        best = run / "best.safetensors"
+        row = {"breed": breed, "finetune_seconds": tune["seconds"],
+               "before_breed": breed_row["mean_iou"], "before_all": shipped["model"]["mean_iou"],
+               "improved_on_val": best.exists()}
+        if best.exists():
+            after = evaluate(out, f"after-{breed}-breed.json", best, args.data, breed=breed)
+            after_all = evaluate(out, f"after-{breed}-all.json", best, args.data)
+            row.update(after_breed=after["model"]["labelled_mean_iou"], after_all=after_all["model"]["mean_iou"],
+                       test_photos=after["model"]["images"])
+        rows.append(row)
+    (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("| breed | Test photos | breed mIoU before | after | all-Test mIoU before | after | fine-tune (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"| {r['breed']} | {r.get('test_photos', '-')} | {fmt(r['before_breed'])} | {fmt(r.get('after_breed'))} "
+              f"| {fmt(r['before_all'])} | {fmt(r.get('after_all'))} | {r['finetune_seconds']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

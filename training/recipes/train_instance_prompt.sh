@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The instance-aware prompt model: the shipped prompt U-Net fine-tuned with copy-paste composites
+# (half the training photos get one or two other photos' pets pasted beside their own, one pet the
+# target, the others background), so that a click or a box takes *that* pet. Validation (which
+# picks best.safetensors) mixes single photos and two-pet composites of the validation photos;
+# Test is never used here.
+#
+#   training/recipes/train_instance_prompt.sh          # starts in the background, returns
+#   tail -f runs/train_instance_prompt.log             # follow it; run it again to resume
+#
+# Then judge it: petseg-train eval --prompt-checkpoint runs/prompt_unet-instance/best.safetensors
+# --split Test (single pets) and the same with --multi-pet 2 (see MODEL_CARD.md).
+source "$(dirname "$0")/background.sh" train_instance_prompt "$@"
+
+echo "=== $(date -Is) prompt_unet fine-tuned with --copy-paste 0.5"
+"$TRAIN" fit --arch prompt_unet --data "$DATA" --init-from resources/checkpoints/petseg-prompt-effnet256.safetensors \
+    --out "$RUNS/prompt_unet-instance" --resume --copy-paste 0.5 \
+    --epochs 5 --batch-size 8 --lr 3e-4 --warmup-epochs 0.5 --augment strong \
+    --clicks-rounds 3 --seed 0 --workers 1 --channels-last --no-progress
+echo "=== $(date -Is) done: $RUNS/prompt_unet-instance/best.safetensors"
