@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_checkpoint, read_metadata
-from training.fit.config import MODEL_OPTIONS, FitConfig
+from training.fit.config import MODEL_OPTIONS, SCRATCH, FitConfig
 from training.fit.errors import FitError
 
 
@@ -35,6 +35,8 @@ def with_parent(cfg: FitConfig) -> FitConfig:
     if unknown:
         raise FitError(f"--init-from {name}: its config option {unknown[0]!r} is not one fit can set")
     values = {**meta["config"], "size": int(meta["input_size"])}
+    if "encoder" in cfg.architecture.options:
+        values.setdefault("encoder", SCRATCH)  # a config without one was built with the builders' own
     conflicts = [key for key, value in values.items() if key in cfg.explicit and getattr(cfg, key) != value]
     if conflicts:
         flags = ", ".join(f"--{key.replace('_', '-')} {values[key]}" for key in conflicts)

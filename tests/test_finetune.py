@@ -1,0 +1,215 @@
+"""Fine-tuning (`fit --init-from`, `petseg-train finetune`), its guards, the app's annotated folders as
+data, copy-paste composites for the prompt model, and per-breed evaluation: tiny real models on real photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.checkpoint import read_metadata
+from training.cli import main
+
+TINY = ["--workers", "0", "--augment", "none", "--no-progress", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def annotated_folder(pets_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as the app leaves it: 12 photos with <name>_mask.png (and _mask_colour.png) beside
+    them, of two breeds, plus one photo not annotated yet."""
+    folder = tmp_path_factory.mktemp("annotated")
+    stems = sorted(p.stem for p in (pets_root / "TrainVal" / "color").glob("*.jpg"))
+    picked = [s for s in stems if s.startswith("Bengal_")][:6] + [s for s in stems if s.startswith("pug_")][:7]
+    for stem in picked:
+        shutil.copy(pets_root / "TrainVal" / "color" / f"{stem}.jpg", folder / f"{stem}.jpg")
+    for stem in picked[:-1]:
+        shutil.copy(pets_root / "TrainVal" / "label" / f"{stem}.png", folder / f"{stem}_mask.png")
+        shutil.copy(pets_root / "TrainVal" / "label" / f"{stem}.png", folder / f"{stem}_mask_colour.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory: pytest.TempPathFactory, tiny_semantic_checkpoint: Path) -> Path:
+    return tiny_semantic_checkpoint
+
+
+def progress_events(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_annotated_folder_is_a_data_layout(annotated_folder):
+    from training.data import ANNOTATED, detect_layout, find_samples
+
+    assert detect_layout(annotated_folder) == ANNOTATED
+    samples = find_samples(annotated_folder)
+    assert len(samples) == 13  # the masks and colour previews are no photos
+    assert sum(s.mask_path is not None for s in samples) == 12
+    assert all(s.mask_path is None or s.mask_path.name == f"{s.stem}_mask.png" for s in samples)
+
+
+def test_finetune_takes_the_parents_options_and_reports_progress(annotated_folder, parent, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(out),
+                 "--epochs", "2", "--lr", "3e-3", "--progress-json", *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    events = progress_events(captured.out)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "parent" and kinds[-1] == "done" and kinds.count("epoch") == 2
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps and steps[-1]["step"] == steps[-1]["steps"] and steps[-1]["epoch"] == 2
+    done = events[-1]
+    parent_miou = events[0]["val_miou"]
+    assert done["parent"]["val_miou"] == parent_miou
+    last = read_metadata(out / "last.safetensors")
+    assert last["arch"] == "unet" and last["input_size"] == 64 and last["config"]["base"] == 8  # the parent's
+    assert last["training"]["init_from"] == str(parent) and last["training"]["parent_val"]["val_miou"] == parent_miou
+    assert last["training"]["train_images"] + last["training"]["val_images"] == 12
+    if done["best_epoch"]:  # written only by an epoch that beat the parent on the photos kept aside
+        assert read_metadata(out / "best.safetensors")["metrics"]["miou"] > parent_miou
+    else:
+        assert not (out / "best.safetensors").exists()
+        assert "no epoch beat" in captured.err
+
+
+def test_finetune_writes_best_only_when_it_beats_a_bad_parent(annotated_folder, parent, tmp_path, capsys):
+    """A parent whose head says "dog" everywhere: a little training beats it."""
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(parent)
+    with torch.no_grad():
+        model.decoder.head.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    bad = save_checkpoint(tmp_path / "bad.safetensors", model, meta)
+    out = tmp_path / "run"
+    assert main(["finetune", "--init-from", str(bad), "--data", str(annotated_folder), "--out", str(out),
+                 "--epochs", "3", "--lr", "0.1", "--no-freeze-encoder", "--anchor", "0", "--progress-json", *TINY]) == 0
+    done = progress_events(capsys.readouterr().out)[-1]
+    assert done["best_epoch"] >= 1 and done["best_val_miou"] > done["parent"]["val_miou"]
+    assert (out / "best.safetensors").exists()
+
+
+def test_frozen_encoder_and_anchor_guard_the_parents_weights(annotated_folder, parent, tmp_path):
+    start = load_file(str(parent))
+
+    def distance(run: Path, prefix: str, buffers: bool = True) -> float:
+        end = load_file(str(run / "last.safetensors"))
+        keys = [k for k in start if k.startswith(prefix) and (buffers or not k.split(".")[-1].startswith(("running_", "num_")))]
+        return sum(float((end[k].float() - start[k].float()).pow(2).sum()) for k in keys)
+
+    runs = {}
+    for name, extra in {"free": ["--no-freeze-encoder", "--anchor", "0"],
+                        "frozen": ["--anchor", "0"],
+                        "anchored": ["--no-freeze-encoder", "--anchor", "20"]}.items():
+        runs[name] = tmp_path / name
+        assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(runs[name]),
+                     "--epochs", "1", "--lr", "1e-2", *extra, *TINY]) == 0
+    assert distance(runs["frozen"], "encoder.") == 0.0  # weights and batch-norm statistics alike
+    assert distance(runs["free"], "encoder.") > 0 and distance(runs["frozen"], "decoder.") > 0
+    assert distance(runs["anchored"], "", buffers=False) < 0.5 * distance(runs["free"], "", buffers=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "prompt_unet"], "is a unet checkpoint"),
+    (["--size", "128"], "was trained with --size 64"),
+    (["--copy-paste", "0.5"], "--copy-paste is only for prompt_unet"),
+])
+def test_finetune_refuses_options_that_cannot_work(annotated_folder, parent, tmp_path, capsys, argv, message):
+    code = main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(tmp_path / "r"),
+                 *argv, *TINY])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_anchor_needs_a_parent_and_a_bad_parent_is_one_line(annotated_folder, tmp_path, capsys):
+    assert main(["fit", "--arch", "unet", "--data", str(annotated_folder), "--anchor", "0.1", *TINY]) == 2
+    assert "--anchor keeps the weights near --init-from's" in capsys.readouterr().err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["finetune", "--init-from", str(junk), "--data", str(annotated_folder), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("petseg-train: error: --init-from:") and len(err.strip().splitlines()) == 1
+
+
+def test_breed_filters_training_photos(annotated_folder, parent, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(out),
+                 "--breed", "pug", "--epochs", "1", *TINY]) == 0
+    training = read_metadata(out / "last.safetensors")["training"]
+    assert training["breed"] == "pug" and training["train_images"] + training["val_images"] == 6
+    assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--breed", "Sphynx",
+                 *TINY]) == 2
+    assert "no photos of breed 'Sphynx' (there are: Bengal, pug)" in capsys.readouterr().err
+
+
+def test_copy_paste_makes_one_pet_the_target(pet_samples):
+    from training.composites import cut_out
+    from training.copy_paste import CopyPaste
+    from training.data import load_sample
+
+    rgb, labels = load_sample(pet_samples[0])
+    paste = CopyPaste(pet_samples[1:], probability=1.0)
+    torch.manual_seed(3)
+    out_rgb, out_labels = paste(rgb, labels)
+    torch.manual_seed(3)
+    again_rgb, again_labels = paste(rgb, labels)
+    assert np.array_equal(out_rgb, again_rgb) and np.array_equal(out_labels, again_labels)  # seeded by torch
+    assert not np.array_equal(out_rgb, rgb)  # another pet was pasted
+    target = (out_labels == 1) | (out_labels == 2)
+    assert target.any() and set(np.unique(out_labels)) <= {0, 1, 2, 255}
+    # the target is a single pet: the base pet alone, or one pasted pet alone (the base pet then background)
+    base = (labels == 1) | (labels == 2)
+    base_kept = np.count_nonzero(target & base) / np.count_nonzero(target)
+    assert base_kept > 0.9 or base_kept < 0.1
+    if base_kept < 0.1:
+        assert np.count_nonzero((out_labels == 0) & base) > 0.5 * np.count_nonzero(base)
+    assert cut_out(out_rgb, out_labels) is not None
+    never = CopyPaste(pet_samples[1:], probability=0.0)
+    same_rgb, same_labels = never(rgb, labels)
+    assert same_rgb is rgb and same_labels is labels
+
+
+def test_copy_paste_validation_mixes_single_photos_and_composites(pet_samples):
+    from models.checkpoint import load_checkpoint  # noqa: F401 - the model's normalisation below
+    from training.fit.runtime import setup_runtime
+    from training.fit.validation import build_val_set
+
+    rt = setup_runtime("cpu")
+    norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    plain = build_val_set(pet_samples, 64, norm, rt)
+    mixed = build_val_set(pet_samples, 64, norm, rt, composites=True)
+    assert len(plain.masks) == 3 and len(mixed.masks) == 3 + 2  # every other photo as a composite too
+    for extra in mixed.masks[3:]:
+        assert set(np.unique(extra)) <= {0, 1, 255} and (extra == 1).any()
+    assert mixed.dataset[4]["image"].shape == (3, 64, 64)
+
+
+def test_labelled_mean_iou_judges_one_species_fairly():
+    from training.metrics import ConfusionMatrix
+
+    confusion = ConfusionMatrix(3)
+    target = np.array([0, 0, 1, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 1, 2])  # one cat pixel called dog; no dog in the masks
+    confusion.update(pred, target)
+    assert confusion.mean_iou() == pytest.approx((1 + 0.75 + 0) / 3)  # the absent class counts as 0
+    assert confusion.labelled_mean_iou() == pytest.approx((1 + 0.75) / 2)  # its false pixel still costs the cat
+
+
+def test_eval_by_breed_and_one_breed(pets_root, tiny_semantic_checkpoint, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(tiny_semantic_checkpoint), "--data", str(pets_root), "--split", "Test",
+                 "--limit", "40", "--by-breed", "--no-progress", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    breeds = result["breeds"]
+    assert sum(b["images"] for b in breeds) == 40
+    assert [b["mean_iou"] for b in breeds] == sorted(b["mean_iou"] for b in breeds)  # worst first
+    assert breeds[0]["breed"] in capsys.readouterr().out
+    one = breeds[-1]["breed"]
+    assert main(["eval", "--checkpoint", str(tiny_semantic_checkpoint), "--data", str(pets_root), "--split", "Test",
+                 "--breed", one, "--no-progress", "--json", str(out)]) == 0
+    stems = [r["stem"] for r in json.loads(out.read_text())["model"]["rows"]]
+    assert stems and all(s.rsplit("_", 1)[0] == one for s in stems)
