@@ -1,6 +1,8 @@
-"""Picture a few 2-pet Test composites and the shipped model's mask for each pet after one click.
+"""Picture a few 2-pet Test composites and a prompt model's mask for each pet after one click.
 
-    OMP_NUM_THREADS=2 .venv/bin/python docs/model_card/make_multipet_examples.py
+    OMP_NUM_THREADS=2 .venv/bin/python docs/model_card/make_multipet_examples.py [CHECKPOINT [PNG NAME]]
+
+Defaults: the shipped prompt model, ``multipet-examples.png`` beside this script.
 
 Row per composite: the composite (void seam in white) | each pet's first click (green dot) and
 its predicted mask (probability > 0.5, red) with the pet's true outline (yellow) and the IoU.
@@ -8,6 +10,7 @@ its predicted mask (probability > 0.5, red) with the pet's true outline (yellow)
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -46,7 +49,9 @@ def overlay(rgb: np.ndarray, pred: np.ndarray, target: np.ndarray) -> np.ndarray
 def main() -> None:
     pool = labelled_samples(PETS, "Test")
     bases = spread_subset(pool, 100)[::33][:COMPOSITES]
-    predictor = load_predictor(CHECKPOINT, device="cpu")
+    checkpoint = Path(sys.argv[1]) if len(sys.argv) > 1 else CHECKPOINT
+    picture = sys.argv[2] if len(sys.argv) > 2 else "multipet-examples.png"
+    predictor = load_predictor(checkpoint, device="cpu")
     columns = 1 + PETS_PER_COMPOSITE
     fig, axes = plt.subplots(COMPOSITES, columns, figsize=(4 * columns, 3.2 * COMPOSITES))
     for row, composite in zip(axes, split_composites(bases, pool, PETS_PER_COMPOSITE)):
@@ -66,7 +71,7 @@ def main() -> None:
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(HERE / "multipet-examples.png", dpi=80)
+    fig.savefig(HERE / picture, dpi=80)
 
 
 if __name__ == "__main__":
