@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PyQt5 import sip
 from PyQt5.QtCore import QSettings, Qt, QTimer
 from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import QAction, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox
@@ -288,6 +289,23 @@ class MainWindow(QMainWindow):
         dialog = AnnotationExportDialog(self.settings, folder, self.editor.flush, parent=self)
         self.annotation_dialog = keep_open(dialog)
         return dialog
+
+    def open_improve_dialog(self):
+        """Model > Improve on this folder…: one dialog at a time (a running one is brought forward, an
+        idle one replaced by one that counts the photos again)."""
+        from petseg_desktop.improve_dialog import ImproveDialog
+
+        if self._folder_for("Improve on this folder") is None:
+            return None
+        dialog = getattr(self, "improve_dialog", None)
+        if dialog is not None and not sip.isdeleted(dialog):
+            if dialog.running():
+                dialog.raise_()
+                dialog.activateWindow()
+                return dialog
+            dialog.close()
+        self.improve_dialog = keep_open(ImproveDialog(self))
+        return self.improve_dialog
 
     def open_annotation_import(self):
         """File > Import annotations…: another tool's objects into this folder's photos."""
@@ -734,7 +752,8 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/state", self.saveState())
         self.settings.setValue("window/viewExpanded", self.view_title.expanded())
         self.settings.sync()
-        for dialog in (getattr(self, "export_dialog", None), getattr(self, "annotation_dialog", None)):
+        for name in ("export_dialog", "annotation_dialog", "improve_dialog"):
+            dialog = getattr(self, name, None)
             if dialog is not None:
                 try:
                     dialog.close()

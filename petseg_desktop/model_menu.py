@@ -1,15 +1,19 @@
-"""The Model menu: every discovered checkpoint, which prompt/semantic model is in use, auto-segment."""
+"""The Model menu: every discovered checkpoint, which prompt/semantic model is in use, auto-segment,
+and Improve on this folder… (enabled only when it can run; its tooltip says why not)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from PyQt5.QtCore import QTimer
 from PyQt5.QtWidgets import QAction, QActionGroup, QMenu
 
 from models.classes import PROMPT, SEMANTIC
+from petseg_desktop.improve_dialog import unavailable_reason
 
 TITLES = {PROMPT: "Prompt model (clicks and boxes)", SEMANTIC: "Semantic model (class, auto-segment)"}
+IMPROVE_TIP = "Fine-tune the semantic model (and, if asked, the prompt model) on this folder's annotated photos"
 
 
 class ModelMenus:
@@ -39,6 +43,25 @@ class ModelMenus:
         self.auto_action = w.action("&Auto-segment (semantic model)", w.editor.auto_segment, "Ctrl+Shift+A", menu)
         w.action("&Refresh model list", lambda: self.refresh(load_defaults=False), None, menu)
         w.action("Model &info…", w.show_model_info, None, menu)
+        menu.addSeparator()
+        menu.setToolTipsVisible(True)  # a disabled Improve… says why
+        self.improve_action = w.action("&Improve on this folder…", w.open_improve_dialog, "Ctrl+Shift+M", menu)
+        self._improve_timer = QTimer(w)
+        self._improve_timer.setSingleShot(True)  # one check after a burst of file-list changes
+        self._improve_timer.timeout.connect(self.update_improve)
+        files = w.files.model()
+        for signal in (files.modelReset, files.rowsInserted, files.rowsRemoved, files.dataChanged,
+                       w.worker.modelLoaded, w.worker.modelFailed):
+            signal.connect(lambda *_: self._improve_timer.start(0))
+        menu.aboutToShow.connect(self.update_improve)
+        self.update_improve()
+
+    def update_improve(self) -> None:
+        """Enable Improve on this folder… when it can run; otherwise its tooltip says why not."""
+        reason = unavailable_reason(self.window)
+        self.improve_action.setEnabled(reason is None)
+        self.improve_action.setToolTip(reason or IMPROVE_TIP)
+        self.improve_action.setStatusTip(reason or IMPROVE_TIP)
 
     # ------------------------------------------------------------------ discovery
     def refresh(self, load_defaults: bool = False) -> None:
