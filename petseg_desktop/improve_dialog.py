@@ -127,11 +127,9 @@ class ImproveDialog(JobDialog):
                        "only if it beats the current one on them")
         aside.setWordWrap(True)
         self.form.addRow("Judged on:", aside)
-        path, metadata, _ = self.window.models.loaded_info(SEMANTIC)
-        self.semantic = Run(SEMANTIC, Path(path), (metadata or {}).get("arch", "model")) if path else None
-        start = QLabel(f"{Path(path).name} ({self.semantic.arch})" if path else "no semantic model loaded")
-        start.setToolTip(str(path or ""))
-        self.form.addRow("Starts from:", start)
+        self.start_label = QLabel()
+        self.form.addRow("Starts from:", self.start_label)
+        semantic = self._show_start()
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100)
         self.epochs.setValue(DEFAULT_EPOCHS)
@@ -143,7 +141,7 @@ class ImproveDialog(JobDialog):
         self.also_prompt.setToolTip(f"Then fine-tune {Path(prompt_path).name} on the same photos" if prompt_path
                                     else "No prompt model is loaded")
         self.form.addRow("", self.also_prompt)
-        self.start_button.setEnabled(enough and self.semantic is not None)
+        self.start_button.setEnabled(enough and semantic is not None)
         self.log.setPlaceholderText("The training log appears here")
 
     def _build_results(self) -> QWidget:
@@ -160,11 +158,24 @@ class ImproveDialog(JobDialog):
         self.use_button = QPushButton("Use the new model")
         self.use_button.clicked.connect(self.use_new_models)
         row = QHBoxLayout()
-        row.addWidget(self.verdict, 1)
+        row.addStretch(1)
         row.addWidget(self.use_button)
         column.addWidget(self.table)
+        column.addWidget(self.verdict)
         column.addLayout(row)
         return box
+
+    def _loaded_run(self, task: str) -> Run | None:
+        """A run from ``task``'s model in use, or None when none is loaded."""
+        path, metadata, _ = self.window.models.loaded_info(task)
+        return Run(task, Path(path), (metadata or {}).get("arch", "model")) if path else None
+
+    def _show_start(self) -> Run | None:
+        """Say which semantic model a run starts from (the one in use now); returns its run."""
+        run = self._loaded_run(SEMANTIC)
+        self.start_label.setText(f"{run.checkpoint.name} ({run.arch})" if run else "no semantic model loaded")
+        self.start_label.setToolTip(str(run.checkpoint) if run else "")
+        return run
 
     # ------------------------------------------------------------------ running
     def running(self) -> bool:
@@ -172,14 +183,13 @@ class ImproveDialog(JobDialog):
 
     def start(self) -> bool:
         """Copy the annotated photos, then fine-tune each chosen model in turn."""
-        if self.running() or self.semantic is None or len(self.photos) < MIN_PHOTOS:
+        semantic = self._show_start()
+        if self.running() or semantic is None or len(self.photos) < MIN_PHOTOS:
             return False
         self.when = datetime.now()
         self.work = work_folder(self.folder, self.when)
-        self.runs = [Run(SEMANTIC, self.semantic.checkpoint, self.semantic.arch)]
-        prompt_path, metadata, _ = self.window.models.loaded_info(PROMPT)
-        if self.also_prompt.isChecked() and prompt_path:
-            self.runs.append(Run(PROMPT, Path(prompt_path), (metadata or {}).get("arch", "model")))
+        prompt = self._loaded_run(PROMPT) if self.also_prompt.isChecked() else None
+        self.runs = [semantic, *([prompt] if prompt else [])]
         self._cancelling = False
         self.current = None
         self.results.hide()
@@ -277,6 +287,8 @@ class ImproveDialog(JobDialog):
                 self._add_row(MODEL_NAMES[run.task], measure, run.before.get(key),
                               (run.best or run.top).get(key))
         self.table.resizeColumnsToContents()
+        rows = sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        self.table.setFixedHeight(self.table.horizontalHeader().height() + rows + 2 * self.table.frameWidth())
         added = [run for run in self.runs if run.installed]
         lines = [f"{MODEL_NAMES[run.task]}: added as {run.installed.name} (Model menu)" if run.installed else
                  f"{MODEL_NAMES[run.task]}: the fine-tuned model did not beat the current one on the photos kept "
@@ -285,6 +297,7 @@ class ImproveDialog(JobDialog):
         self.use_button.setVisible(bool(added))
         self.use_button.setText("Use the new models" if len(added) > 1 else "Use the new model")
         self.results.show()
+        self.resize(self.width(), max(self.height(), self.sizeHint().height()))  # the log keeps its room
         self.rate_label.setText("Done: a new model was added" if added else "Done: nothing was added")
         if added:
             self.window.models.refresh()
@@ -293,7 +306,7 @@ class ImproveDialog(JobDialog):
         row = self.table.rowCount()
         self.table.insertRow(row)
         for column, value in enumerate((model, measure, before, after)):
-            text = f"{value:.3f}" if isinstance(value, (int, float)) else str(value or "–")
+            text = f"{value:.4f}" if isinstance(value, (int, float)) else str(value or "–")
             self.table.setItem(row, column, QTableWidgetItem(text))
 
     def _failed(self, reason: str) -> None:

@@ -137,7 +137,7 @@ def test_improve_adds_a_model_that_beats_the_current_one(qtbot, app, photos_fold
     assert any(e.path == added and e.source == USER and e.loadable for e in discover_checkpoints())
     assert not any("finetune" in e.path.parts for e in discover_checkpoints())  # the run's own files stay out
     assert any(e.path == added for e in app.models.entries)  # the menu was refreshed
-    assert dialog.table.rowCount() == 1 and dialog.table.item(0, 2).text() == "0.000"
+    assert dialog.table.rowCount() == 1 and dialog.table.item(0, 2).text() == "0.0000"
     assert float(dialog.table.item(0, 3).text()) > 0
     assert "added as" in dialog.verdict.text() and dialog.rate_label.text() == "Done: a new model was added"
     assert not (dialog.work / "data").exists()  # the photo copies are gone, the run's log stays
@@ -169,7 +169,7 @@ def test_improve_adds_nothing_when_no_epoch_beats_the_current_models(qtbot, app,
 def _wait_for_steps(qtbot, dialog) -> int:
     """Start, wait until training steps come in; the child's process id."""
     dialog.start_button.click()
-    qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=RUN_WAIT)
+    qtbot.waitUntil(lambda: ": epoch " in dialog.rate_label.text(), timeout=RUN_WAIT)  # past the copy
     pid = dialog.process.pid()
     assert pid and Path(f"/proc/{pid}").exists()
     return pid
