@@ -213,3 +213,24 @@ def test_eval_by_breed_and_one_breed(pets_root, tiny_semantic_checkpoint, tmp_pa
                  "--breed", one, "--no-progress", "--json", str(out)]) == 0
     stems = [r["stem"] for r in json.loads(out.read_text())["model"]["rows"]]
     assert stems and all(s.rsplit("_", 1)[0] == one for s in stems)
+
+
+def test_species_guard_teaches_pet_vs_background_and_keeps_the_parents_species_split():
+    from training.losses import SpeciesGuardLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    cats = torch.randint(0, 2, (2, 8, 8))  # background or cat
+    dogs = cats * 2  # the same pets, called dogs
+    cats[0, 0, 0] = dogs[0, 0, 0] = 255
+    guard = SpeciesGuardLoss(weight=1.0)
+    assert torch.isclose(guard(logits, cats), guard(logits, dogs))  # the labels' species does not matter
+    with torch.no_grad():
+        assert float(guard(logits, cats, parent_logits=logits)) == pytest.approx(float(guard(logits, cats)), abs=1e-6)
+    other = logits.detach().clone()
+    other[:, 2] += 3.0  # a parent far surer of "dog"
+    guarded = guard(logits, cats, parent_logits=other)
+    assert guarded > guard(logits, cats)
+    guarded.backward()
+    pet = (cats == 1)
+    assert float(logits.grad[:, 2][pet].sum()) < 0  # pulled towards the parent's dog share inside pets

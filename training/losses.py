@@ -152,8 +152,41 @@ def class_weights_from_counts(counts: Sequence[float], power: float = 0.5, max_r
     return [float(w) for w in weights]
 
 
-def build_loss(kind: str, task: str = "semantic", class_weights: Sequence[float] | None = None) -> nn.Module:
-    """The training loss for ``task`` ("semantic" or "prompt"); the prompt model always uses BCE+Dice."""
+class SpeciesGuardLoss(nn.Module):
+    """Fine-tuning a semantic model on photos of one species without drifting towards it.
+
+    The labels teach pet versus background only (the cat and dog logits pooled by logsumexp;
+    cross-entropy, void ignored); how each true pet pixel splits between cat and dog is distilled
+    from the starting model's logits (KL divergence, times ``weight``). A folder of cats alone then
+    cannot teach that every pet is a cat. Without ``parent_logits`` (validation) only the first term.
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                parent_logits: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()
+        pooled = torch.stack([logits[:, 0], torch.logsumexp(logits[:, 1:], dim=1)], dim=1)
+        pet = (target == 1) | (target == 2)
+        binary = torch.where(target == VOID, target, pet.long())
+        if not bool((target != VOID).any()):
+            return logits.sum() * 0.0
+        loss = F.cross_entropy(pooled, binary, ignore_index=VOID)
+        if parent_logits is not None and bool(pet.any()):
+            teacher = F.softmax(parent_logits.float()[:, 1:], dim=1)
+            kl = (teacher * (torch.log(teacher.clamp_min(1e-8)) - F.log_softmax(logits[:, 1:], dim=1))).sum(1)
+            loss = loss + self.weight * kl[pet].mean()
+        return loss
+
+
+def build_loss(kind: str, task: str = "semantic", class_weights: Sequence[float] | None = None,
+               species_guard: float = 0.0) -> nn.Module:
+    """The training loss for ``task`` ("semantic" or "prompt"); the prompt model always uses BCE+Dice;
+    ``species_guard`` > 0: :class:`SpeciesGuardLoss` instead of ``kind`` (fine-tuning)."""
     if task == "prompt":
         return BinaryLoss()
+    if species_guard > 0:
+        return SpeciesGuardLoss(species_guard)
     return SegmentationLoss(kind, class_weights=class_weights)

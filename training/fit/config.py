@@ -38,7 +38,7 @@ MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keyword
 # photos starting from --init-from: few epochs at a low learning rate, a fifth of the photos kept
 # aside to judge it, and two guards against forgetting (a frozen encoder, the --anchor pull).
 FINETUNE_DEFAULTS = {"epochs": 8, "lr": 1e-4, "warmup_epochs": 0.5, "val_fraction": 0.2, "anchor": 0.01,
-                     "freeze_encoder": True, "workers": 0}
+                     "freeze_encoder": True, "species_guard": 1.0, "workers": 0}
 
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
@@ -87,6 +87,7 @@ class FitConfig:
     init_from: str | None = None
     freeze_encoder: bool = False
     anchor: float = 0.0
+    species_guard: float = 0.0
     stop_after_epochs: int | None = None
     no_progress: bool = False
     progress_json: bool = False
@@ -170,7 +171,8 @@ class FitConfig:
             _check_number(self, option, minimum=1)
         for option in ("lr", "cat_boost"):
             _check_number(self, option, above=0.0)
-        for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds", "anchor"):
+        for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds", "anchor",
+                       "species_guard"):
             _check_number(self, option, minimum=0)
         for option in ("limit", "stop_after_epochs"):
             if getattr(self, option) is not None:
@@ -323,6 +325,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     p.add_argument("--anchor", type=float, default=d["anchor"], metavar="STRENGTH",
                    help="with --init-from: L2 pull of the trained weights towards the starting ones "
                    "(guards against forgetting on a small folder; 0 = off)")
+    p.add_argument("--species-guard", type=float, default=d["species_guard"], metavar="WEIGHT",
+                   help="semantic models with --init-from: the labels teach pet vs background only and each pet "
+                   "pixel's cat/dog split is distilled from the starting model (weight of that term; 0 = off), "
+                   "so that a folder of one species does not turn every pet into it")
     p.add_argument("--stop-after-epochs", type=int, default=d["stop_after_epochs"], metavar="N",
                    help="stop this invocation after N epochs (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")

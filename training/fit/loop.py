@@ -164,6 +164,10 @@ def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tenso
     elif phase.name == RECONSTRUCTION:
         recon = phase.step_module(images)
         loss = nn.functional.mse_loss(recon.float(), images.float())
+    elif run.teacher is not None:
+        with torch.no_grad():
+            parent_logits = run.teacher(images)
+        loss = run.criterion(phase.step_module(images), masks, parent_logits)
     else:
         loss = run.criterion(phase.step_module(images), masks)
     if run.anchor is not None:

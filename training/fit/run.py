@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.classes import SEMANTIC
 from models.registry import SEGMENTATION, Architecture
 from training.fit import model_setup
 from training.fit.config import FitConfig
@@ -37,6 +38,7 @@ class Run:
     pretrained: str
     augment: Any  # training.augment's pipeline, or None
     anchor: dict[str, torch.Tensor] | None  # --anchor: the weights the penalty pulls towards
+    teacher: nn.Module | None  # --species-guard: the starting model, frozen, whose cat/dog split is kept
     train_ds: torch.utils.data.Dataset
     val: ValSet
     class_weights: list[float] | None
@@ -107,7 +109,7 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     random.seed(cfg.seed)
     arch = cfg.architecture
     out = Path(cfg.out)
-    parent = load_parent(cfg) if cfg.init_from and (resume_header is None or cfg.anchor) else None
+    parent = load_parent(cfg) if cfg.init_from and (resume_header is None or cfg.anchor or cfg.species_guard) else None
     config, model, pretrained = model_setup.build(cfg, rt, resume_header, parent)
     model.to(rt.device)
     if cfg.channels_last:
@@ -116,18 +118,29 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     augment, train_ds = train_dataset(cfg, data, model.normalization)
     val = build_val_set(data.val, cfg.size, model.normalization, rt, composites=cfg.copy_paste > 0)
     class_weights = loss_class_weights(cfg, arch.task, data, rt, resume_header)
-    criterion = build_loss(cfg.loss, arch.task, class_weights).to(rt.device)
+    guard = cfg.species_guard if arch.task == SEMANTIC and cfg.init_from else 0.0
+    criterion = build_loss(cfg.loss, arch.task, class_weights, guard).to(rt.device)
     sampler = train_sampler(cfg, rt, data, train_ds)
     drop_last = len(sampler) >= cfg.batch_size
     steps_per_epoch = max(1, len(sampler) // cfg.batch_size) if drop_last else 1
     return Run(
-        cfg, arch, rt, out, data, config, model, pretrained, augment, parent if cfg.anchor else None, train_ds, val, class_weights, criterion,
+        cfg, arch, rt, out, data, config, model, pretrained, augment, parent if cfg.anchor else None,
+        _teacher(cfg, config, parent, rt) if guard else None, train_ds, val, class_weights, criterion,
         sampler, steps_per_epoch, drop_last, model_setup.phase_plan(cfg), started,
         prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
         hardware=hardware_summary(rt, cfg.channels_last),
         command=" ".join(shlex.quote(a) for a in cfg.argv or sys.argv),
         resumed=resume_header is not None,
     )
+
+
+def _teacher(cfg: FitConfig, config: dict[str, Any], parent: dict[str, torch.Tensor], rt: Runtime) -> nn.Module:
+    """The starting model, frozen and in eval mode, for --species-guard's distillation."""
+    from models.registry import build_model
+
+    teacher = build_model(cfg.arch, config)
+    teacher.load_state_dict(parent)
+    return teacher.to(rt.device).eval().requires_grad_(False)
 
 
 def load_saved_weights(run: Run, progress: Progress) -> bool:

@@ -8,12 +8,15 @@ of Test. Every step writes a JSON file into ``--out`` and is skipped when that f
 interrupted study continues where it stopped; ``study.json`` and a Markdown table end it.
 
     .venv/bin/python training/recipes/finetune_study.py --data ../shared/pets --out runs/finetune-study
+
+``--finetune-args "..."`` adds options to every fine-tune (another recipe: give it its own --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -54,17 +57,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/pets")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-study"))
+    parser.add_argument("--finetune-args", default="", help="more petseg-train finetune options, e.g. \"--lr 3e-4\"")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     shipped = evaluate(out, "shipped-test.json", SHIPPED, args.data, by_breed=True)
+    (out / "finetune-args.txt").write_text(args.finetune_args + "\n")
     rows = []
     for breed_row in shipped["breeds"][:BREEDS]:
         breed = breed_row["breed"]
         run = out / f"finetune-{breed}"
         tune = step(out, f"finetune-{breed}.json", [
             "finetune", "--init-from", str(SHIPPED), "--data", args.data, "--breed", breed,
-            "--limit", str(PHOTOS), "--out", str(run), "--resume", "--no-progress"])
+            "--limit", str(PHOTOS), "--out", str(run), "--resume", "--no-progress", *shlex.split(args.finetune_args)])
         best = run / "best.safetensors"
         row = {"breed": breed, "finetune_seconds": tune["seconds"],
                "before_breed": breed_row["mean_iou"], "before_all": shipped["model"]["mean_iou"],
