@@ -107,7 +107,7 @@ def test_frozen_encoder_and_anchor_guard_the_parents_weights(annotated_folder, p
                         "anchored": ["--no-freeze-encoder", "--anchor", "20"]}.items():
         runs[name] = tmp_path / name
         assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(runs[name]),
-                     "--epochs", "1", "--lr", "1e-2", *extra, *TINY]) == 0
+                     "--epochs", "3", "--lr", "1e-2", *extra, *TINY]) == 0
     assert distance(runs["frozen"], "encoder.") == 0.0  # weights and batch-norm statistics alike
     assert distance(runs["free"], "encoder.") > 0 and distance(runs["frozen"], "decoder.") > 0
     assert distance(runs["anchored"], "", buffers=False) < 0.5 * distance(runs["free"], "", buffers=False)
@@ -234,3 +234,17 @@ def test_species_guard_teaches_pet_vs_background_and_keeps_the_parents_species_s
     guarded.backward()
     pet = (cats == 1)
     assert float(logits.grad[:, 2][pet].sum()) < 0  # pulled towards the parent's dog share inside pets
+
+
+def test_frozen_norm_keeps_batch_norm_statistics(annotated_folder, parent, tmp_path):
+    start = load_file(str(parent))
+    runs = {}
+    for name, flag in (("kept", "--freeze-norm"), ("free", "--no-freeze-norm")):
+        runs[name] = load_file(str(tmp_path / name / "last.safetensors")) if main([
+            "finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(tmp_path / name),
+            "--epochs", "1", "--no-freeze-encoder", flag, *TINY]) == 0 else None
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(runs["kept"][k], start[k]) for k in stats)
+    assert any(not torch.equal(runs["free"][k], start[k]) for k in stats)
+    weights = [k for k in start if k.endswith("weight")]
+    assert any(not torch.equal(runs["kept"][k], start[k]) for k in weights)  # the rest still trains

@@ -38,7 +38,7 @@ MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keyword
 # photos starting from --init-from: few epochs at a low learning rate, a fifth of the photos kept
 # aside to judge it, and two guards against forgetting (a frozen encoder, the --anchor pull).
 FINETUNE_DEFAULTS = {"epochs": 8, "lr": 1e-4, "warmup_epochs": 0.5, "val_fraction": 0.2, "anchor": 0.01,
-                     "freeze_encoder": True, "species_guard": 1.0, "workers": 0}
+                     "freeze_encoder": True, "freeze_norm": True, "species_guard": 1.0, "workers": 0}
 
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
@@ -86,6 +86,7 @@ class FitConfig:
     copy_paste: float = 0.0
     init_from: str | None = None
     freeze_encoder: bool = False
+    freeze_norm: bool = False
     anchor: float = 0.0
     species_guard: float = 0.0
     stop_after_epochs: int | None = None
@@ -322,6 +323,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
                    "input size are used; the best checkpoint must beat it on the validation photos)")
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d["freeze_encoder"],
                    help="train the decoder only, the encoder (and its batch-norm statistics) kept as it starts")
+    p.add_argument("--freeze-norm", action=argparse.BooleanOptionalAction, default=d["freeze_norm"],
+                   help="batch-norm layers keep the statistics they start with (eval mode) while the rest trains: "
+                   "a small folder's batches would otherwise replace them")
     p.add_argument("--anchor", type=float, default=d["anchor"], metavar="STRENGTH",
                    help="with --init-from: L2 pull of the trained weights towards the starting ones "
                    "(guards against forgetting on a small folder; 0 = off)")

@@ -118,6 +118,10 @@ def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]
     run.model.train()
     if cfg.freeze_encoder:
         run.model.encoder.eval()
+    if cfg.freeze_norm:
+        for module in run.model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)):
+                module.eval()
     loss_sum, steps = 0.0, 0
     batches, bar = loader, None
     if rt.main and not cfg.no_progress:
