@@ -227,6 +227,9 @@ def test_species_guard_teaches_pet_vs_background_and_keeps_the_parents_species_s
     assert torch.isclose(guard(logits, cats), guard(logits, dogs))  # the labels' species does not matter
     with torch.no_grad():
         assert float(guard(logits, cats, parent_logits=logits)) == pytest.approx(float(guard(logits, cats)), abs=1e-6)
+    guard(logits, cats).backward()
+    assert torch.allclose(logits.grad[:, 1], logits.grad[:, 2])  # the labels never move the cat/dog split
+    logits.grad = None
     other = logits.detach().clone()
     other[:, 2] += 3.0  # a parent far surer of "dog"
     guarded = guard(logits, cats, parent_logits=other)

@@ -155,10 +155,12 @@ def class_weights_from_counts(counts: Sequence[float], power: float = 0.5, max_r
 class SpeciesGuardLoss(nn.Module):
     """Fine-tuning a semantic model on photos of one species without drifting towards it.
 
-    The labels teach pet versus background only (the cat and dog logits pooled by logsumexp;
-    cross-entropy, void ignored); how each true pet pixel splits between cat and dog is distilled
-    from the starting model's logits (KL divergence, times ``weight``). A folder of cats alone then
-    cannot teach that every pet is a cat. Without ``parent_logits`` (validation) only the first term.
+    The labels teach pet versus background only: cross-entropy (void ignored) of the background
+    logit against the *mean* of the cat and dog logits, whose gradient moves both alike and so
+    never the split between them (pooling by logsumexp would push whichever species leads, and a
+    folder of cats turned every dog into a cat: all-Test mIoU 0.919 -> 0.733). That split, on each
+    true pet pixel, is distilled from the starting model's logits (KL divergence, times ``weight``).
+    Without ``parent_logits`` (validation) only the first term.
     """
 
     def __init__(self, weight: float = 1.0) -> None:
@@ -168,7 +170,7 @@ class SpeciesGuardLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 parent_logits: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
-        pooled = torch.stack([logits[:, 0], torch.logsumexp(logits[:, 1:], dim=1)], dim=1)
+        pooled = torch.stack([logits[:, 0], logits[:, 1:].mean(dim=1)], dim=1)
         pet = (target == 1) | (target == 2)
         binary = torch.where(target == VOID, target, pet.long())
         if not bool((target != VOID).any()):
