@@ -41,7 +41,7 @@ from petseg_desktop.finetune_process import FinetuneProcess, finetune_arguments,
 from petseg_desktop.job_dialog import JobDialog
 from petseg_desktop.mask_files import SAVED
 
-DEFAULT_EPOCHS = 8
+DEFAULT_EPOCHS = 10  # petseg-train finetune's own default
 MODEL_NAMES = {SEMANTIC: "Semantic model", PROMPT: "Prompt model"}
 MEASURES = {SEMANTIC: [("val_miou", "val mIoU")],
             PROMPT: [("iou_1click", "IoU @1 click"), ("val_miou", "IoU @3 clicks (decides)")]}
