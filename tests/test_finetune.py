@@ -174,7 +174,6 @@ def test_copy_paste_makes_one_pet_the_target(pet_samples):
 
 
 def test_copy_paste_validation_mixes_single_photos_and_composites(pet_samples):
-    from models.checkpoint import load_checkpoint  # noqa: F401 - the model's normalisation below
     from training.fit.runtime import setup_runtime
     from training.fit.validation import build_val_set
 
