@@ -18,6 +18,6 @@ echo "=== $(date -Is) unet, scratch encoder, 128 px"
 "$TRAIN" fit --arch unet --encoder scratch --out "$RUNS/unet-scratch128" --epochs 40 "${COMMON[@]}"
 
 echo "=== $(date -Is) autoencoder, 128 px"
-"$TRAIN" fit --arch autoencoder --out "$RUNS/autoencoder128" --ae-epochs 10 --epochs 30 "${COMMON[@]}"
+"$TRAIN" fit --arch autoencoder --out "$RUNS/autoencoder128-ae20" --ae-epochs 20 --epochs 40 "${COMMON[@]}"
 
-echo "=== $(date -Is) done: best.safetensors in $RUNS/unet-scratch128 and $RUNS/autoencoder128"
+echo "=== $(date -Is) done: best.safetensors in $RUNS/unet-scratch128 and $RUNS/autoencoder128-ae20"
