@@ -116,8 +116,6 @@ def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]
         # (in workers, training.augment reseeds from the worker seed, itself per-epoch seeded)
         run.augment.compose.set_random_seed(epoch_seed % 2**32)
     run.model.train()
-    if cfg.freeze_encoder:
-        run.model.encoder.eval()
     if cfg.freeze_norm:
         for module in run.model.modules():
             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)):

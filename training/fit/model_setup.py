@@ -89,8 +89,8 @@ def configure_phase(model: nn.Module, arch: Architecture, phase: str, config: di
                     freeze_encoder: bool = False) -> None:
     """The parts ``phase`` trains get ``requires_grad``, the others not (so neither AdamW nor DDP sees them).
 
-    ``freeze_encoder`` (``--freeze-encoder``): the encoder trains nothing (the loop also keeps it in
-    eval mode, so its batch-norm statistics stay).
+    ``freeze_encoder`` (``--freeze-encoder``): the encoder is frozen (``Encoder.set_frozen``: no
+    gradients, and eval mode, so its batch-norm statistics stay).
 
     An architecture with a reconstruction phase (an encoder, a ``reconstruction`` and a
     segmentation ``decoder``): reconstruction trains the encoder and the reconstruction decoder;
@@ -99,7 +99,7 @@ def configure_phase(model: nn.Module, arch: Architecture, phase: str, config: di
     """
     if RECONSTRUCTION not in arch.phases:
         if freeze_encoder:
-            model.encoder.requires_grad_(False)
+            model.encoder.set_frozen(True)
         return
     reconstructing = phase == RECONSTRUCTION
     model.set_encoder_frozen(False if reconstructing else config.get("freeze_encoder", True))
