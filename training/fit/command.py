@@ -81,6 +81,8 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
     if rt.main:
         with write_errors(run):
             run_log.finish(progress.history)
+    if rt.distributed:
+        dist.barrier()  # no rank tears the process group down while rank 0 still writes
     if progress.best_epoch:
         rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
     else:
