@@ -38,11 +38,13 @@ def training_root() -> Path | None:
     return found[0].resolve().parent if found else None
 
 
-def finetune_arguments(checkpoint: Path, data: Path, out: Path, source: Path, epochs: int) -> list[str]:
-    """The child's arguments after the Python executable."""
+def finetune_arguments(checkpoint: Path, data: Path, out: Path, source: Path, epochs: int,
+                       replay: Path | None = None) -> list[str]:
+    """The child's arguments after the Python executable; ``replay``: the original training data to
+    mix in (``--replay``), where the user has it."""
     return ["-m", "training.cli", "finetune", "--init-from", str(checkpoint), "--data", str(data),
             "--out", str(out), "--source-folder", str(source), "--epochs", str(epochs),
-            "--progress-json", "--no-progress"]
+            *(["--replay", str(replay)] if replay else []), "--progress-json", "--no-progress"]
 
 
 class FinetuneProcess(QObject):

@@ -18,8 +18,10 @@ from typing import Any
 from PyQt5.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPushButton,
     QSpinBox,
@@ -38,10 +40,12 @@ from petseg_desktop.finetune_files import (
     work_folder,
 )
 from petseg_desktop.finetune_process import FinetuneProcess, finetune_arguments, training_root
-from petseg_desktop.job_dialog import JobDialog
+from petseg_desktop.job_dialog import JobDialog, browse_row
 from petseg_desktop.mask_files import SAVED
 
 DEFAULT_EPOCHS = 10  # petseg-train finetune's own default
+REPLAY_EPOCHS = 40  # its default with --replay
+REPLAY_SETTING = "improve/replay_folder"
 MODEL_NAMES = {SEMANTIC: "Semantic model", PROMPT: "Prompt model"}
 MEASURES = {SEMANTIC: [("val_miou", "val mIoU")],
             PROMPT: [("iou_1click", "IoU @1 click"), ("val_miou", "IoU @3 clicks (decides)")]}
@@ -135,6 +139,16 @@ class ImproveDialog(JobDialog):
         self.epochs.setValue(DEFAULT_EPOCHS)
         self.epochs.setToolTip("Passes over the training photos; the best epoch on the photos kept aside is kept")
         self.form.addRow("Epochs:", self.epochs)
+        self.replay = QLineEdit(str(self.window.settings.value(REPLAY_SETTING, "", type=str)))
+        self.replay.setPlaceholderText("optional: the models' original training data (e.g. Oxford-IIIT Pet)")
+        self.replay.setToolTip(
+            "A folder of labelled pet photos the models learned from. Its photos are mixed into every epoch and an "
+            f"epoch that gets worse on some of them is never kept, so the whole model can learn ({REPLAY_EPOCHS} "
+            "epochs). Without it the encoder stays frozen and the cat/dog split is kept from the current model.")
+        self.replay.textChanged.connect(self._replay_changed)
+        self.form.addRow("Original data:", browse_row(self.replay, lambda current: QFileDialog.getExistingDirectory(
+            self, "The models' original training data", current)))
+        self._replay_changed(self.replay.text())
         self.also_prompt = QCheckBox("Also the prompt model (clicks and boxes)")
         prompt_path, _, _ = self.window.models.loaded_info(PROMPT)
         self.also_prompt.setEnabled(bool(prompt_path))
@@ -143,6 +157,16 @@ class ImproveDialog(JobDialog):
         self.form.addRow("", self.also_prompt)
         self.start_button.setEnabled(enough and semantic is not None)
         self.log.setPlaceholderText("The training log appears here")
+
+    def _replay_changed(self, text: str) -> None:
+        """The epochs follow the recipe (with or without original data) until the user sets them."""
+        epochs = REPLAY_EPOCHS if text.strip() else DEFAULT_EPOCHS
+        if self.epochs.value() in (DEFAULT_EPOCHS, REPLAY_EPOCHS):
+            self.epochs.setValue(epochs)
+
+    def _replay_folder(self) -> Path | None:
+        text = self.replay.text().strip()
+        return Path(text).expanduser() if text else None
 
     def _build_results(self) -> QWidget:
         box = QWidget()
@@ -194,7 +218,9 @@ class ImproveDialog(JobDialog):
         self.current = None
         self.results.hide()
         self.epochs.setEnabled(False)
+        self.replay.setEnabled(False)
         self.also_prompt.setEnabled(False)
+        self.window.settings.setValue(REPLAY_SETTING, self.replay.text().strip())
         output_dir, data = self.window.output_dir(), self.work / "data"
         self.launch(lambda progress, cancel: copy_training_data(self.photos, output_dir, data, progress, cancel),
                     lambda _: self._next_run(), f"Copying {len(self.photos)} photos and their masks to {data}")
@@ -222,7 +248,8 @@ class ImproveDialog(JobDialog):
         self.rate_label.setText(f"{MODEL_NAMES[run.task]}: measuring {run.checkpoint.name} on the photos kept aside…")
         self.log.appendPlainText(f"\n{MODEL_NAMES[run.task]}: fine-tuning {run.checkpoint.name}")
         out = self.work / f"finetune-{run.arch}"
-        self.process.start(finetune_arguments(run.checkpoint, self.work / "data", out, self.folder, self.epochs.value()))
+        self.process.start(finetune_arguments(run.checkpoint, self.work / "data", out, self.folder, self.epochs.value(),
+                                              self._replay_folder()))
 
     def _on_event(self, event: dict) -> None:
         run, kind = self.current, event["event"]
@@ -272,6 +299,7 @@ class ImproveDialog(JobDialog):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.epochs.setEnabled(True)
+        self.replay.setEnabled(True)
         self.also_prompt.setEnabled(bool(self.window.models.loaded_info(PROMPT)[0]))
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)

@@ -250,3 +250,85 @@ def test_frozen_norm_keeps_batch_norm_statistics(annotated_folder, parent, tmp_p
     assert any(not torch.equal(runs["free"][k], start[k]) for k in stats)
     weights = [k for k in start if k.endswith("weight")]
     assert any(not torch.equal(runs["kept"][k], start[k]) for k in weights)  # the rest still trains
+
+
+@pytest.fixture(scope="module")
+def replay_root(pets_root: Path, annotated_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Original data to replay (processed layout): 130 of the small 299x299 TrainVal photos, plus the
+    annotated folder's own photos and another pug, which must never be replayed."""
+    import csv
+
+    root = tmp_path_factory.mktemp("replay")
+    with open(pets_root / "index.csv") as f:
+        small = [r["stem"] for r in csv.DictReader(f) if r["split"] == "TrainVal" and r["resized_299"] == "1"]
+    own = sorted(p.stem for p in annotated_folder.glob("*.jpg"))
+    pugs = [s for s in small if s.startswith("pug_") and s not in own][:1]
+    others = [s for s in small if not s.startswith(("Bengal_", "pug_"))][:130]
+    for folder in ("color", "label"):
+        (root / "TrainVal" / folder).mkdir(parents=True)
+    for stem in own + pugs + others:
+        shutil.copy(pets_root / "TrainVal" / "color" / f"{stem}.jpg", root / "TrainVal" / "color" / f"{stem}.jpg")
+        if (pets_root / "TrainVal" / "label" / f"{stem}.png").exists():
+            shutil.copy(pets_root / "TrainVal" / "label" / f"{stem}.png", root / "TrainVal" / "label" / f"{stem}.png")
+    return root
+
+
+def test_replay_mixes_original_photos_into_every_epoch_and_measures_forgetting(
+        annotated_folder, replay_root, parent, tmp_path, capsys):
+    from training.fit.config import REPLAY_VAL_PHOTOS
+
+    out = tmp_path / "run"
+    assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(out),
+                 "--breed", "pug", "--replay", str(replay_root), "--replay-ratio", "3", "--epochs", "2",
+                 "--progress-json", *TINY]) == 0
+    captured = capsys.readouterr()
+    events = progress_events(captured.out)
+    assert "replay_miou" in events[0]  # the parent's, the floor an epoch must keep
+    assert all("replay_miou" in e for e in events if e["event"] == "epoch")
+    training = read_metadata(out / "last.safetensors")["training"]
+    replay = training["replay"]
+    # The photos this run learns from (the folder's pugs) and the other pug (--breed's) are never replayed;
+    # the folder's Bengals, which it does not train on, may be.
+    assert replay["photos"] + replay["val_photos"] == 130 + 6 and replay["val_photos"] == REPLAY_VAL_PHOTOS
+    # Each epoch draws the folder's training photos and three replayed photos for each of them.
+    steps = [e for e in events if e["event"] == "step" and e["epoch"] == 1]
+    assert len(steps) == (training["train_images"] * 4) // 4
+
+
+def test_an_epoch_that_forgets_is_never_the_best():
+    from training.fit.config import REPLAY_TOLERANCE
+    from training.fit.run import Progress
+
+    progress = Progress(best=0.80, parent={"val_miou": 0.80, "replay_miou": 0.90})
+    forgetting = {"phase": "segmentation", "val_miou": 0.95, "replay_miou": 0.90 - 2 * REPLAY_TOLERANCE}
+    assert progress.forgets(forgetting) and not progress.record(forgetting, {"miou": 0.95}, 0)
+    kept = {"phase": "segmentation", "val_miou": 0.85, "replay_miou": 0.90 - REPLAY_TOLERANCE / 2}
+    assert progress.record(kept, {"miou": 0.85}, 1) and progress.best_epoch == 2
+
+
+def test_replay_refuses_a_folder_without_enough_photos(annotated_folder, parent, tmp_path, capsys):
+    assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder),
+                 "--replay", str(annotated_folder), "--out", str(tmp_path / "r"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--replay" in err and "it needs at least" in err and len(err.strip().splitlines()) == 1
+
+
+def test_replayed_photos_restore_the_original_species_mix(pets_root):
+    """A folder of dogs replayed at random beside cats and dogs would teach "every pet is a dog": the
+    replayed photos make up the difference, so an epoch holds cats and dogs as the original data does."""
+    from training.data import find_samples, only_breed, sample_weights
+    from training.fit.data import replay_weights
+
+    samples = [s for s in find_samples(pets_root, "TrainVal") if s.mask_path is not None]
+    pugs = only_breed(samples, "pug")[:12]
+    others = [s for s in samples if not s.stem.startswith("pug_")][::4]  # cats and dogs
+    boosted = sample_weights(others, 2.0)
+    target = sum(w for w, s in zip(boosted, others) if s.species == "cat") / sum(boosted)
+    for ratio in (1.0, 3.0):
+        weights = replay_weights(pugs, others, ratio, cat_boost=2.0)
+        assert weights[: len(pugs)] == [1.0] * len(pugs)
+        replayed = weights[len(pugs):]
+        assert sum(replayed) == pytest.approx(ratio * len(pugs))
+        cats = sum(w for w, s in zip(replayed, others) if s.species == "cat")
+        share = cats / (len(pugs) + sum(replayed))
+        assert share == pytest.approx(target if ratio == 3.0 else 0.5)  # ratio 1: every replayed photo a cat

@@ -210,6 +210,30 @@ def test_a_failed_run_says_why_in_one_line(qtbot, app, photos_folder, constant_m
     assert dialog.start_button.isEnabled()
 
 
+def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot, app, photos_folder,
+                                                                          constant_models, tmp_path):
+    """Original data typed into the dialog: the epochs follow its recipe, the child gets --replay (and
+    says in one line why this folder cannot be replayed), and the next dialog offers it again."""
+    from petseg_desktop.improve_dialog import DEFAULT_EPOCHS, REPLAY_EPOCHS
+
+    dialog = open_dialog(qtbot, app, photos_folder, constant_models["dog everywhere"], epochs=DEFAULT_EPOCHS)
+    too_small = tmp_path / "too small"
+    too_small.mkdir()
+    qtbot.keyClicks(dialog.replay, str(too_small))
+    assert dialog.epochs.value() == REPLAY_EPOCHS
+    dialog.start_button.click()
+    qtbot.waitUntil(lambda: dialog.rate_label.text() == "Failed", timeout=RUN_WAIT)
+    last = dialog.log.toPlainText().splitlines()[-1]
+    assert last.startswith("Failed: ") and "too small" in last and user_checkpoints() == []
+    dialog.close()
+
+    app.models.improve_action.trigger()
+    again = app.improve_dialog
+    assert again.replay.text() == str(too_small) and again.epochs.value() == REPLAY_EPOCHS
+    again.replay.clear()
+    assert again.epochs.value() == DEFAULT_EPOCHS
+
+
 def test_install_checkpoint_names_and_never_overwrites(isolated, tmp_path):
     best = tmp_path / "best.safetensors"
     best.write_bytes(b"weights")

@@ -40,6 +40,15 @@ MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keyword
 # kept, the species guard, the --anchor pull). Chosen by the study in MODEL_CARD.md.
 FINETUNE_DEFAULTS = {"epochs": 10, "lr": 3e-4, "warmup_epochs": 0.5, "val_fraction": 0.2, "anchor": 0.01,
                      "freeze_encoder": True, "freeze_norm": True, "species_guard": 1.0, "workers": 0}
+# ``finetune --replay DATA``: where the original data is present, replaying it is the guard (with
+# the forgetting check on its photos kept aside), so the whole model trains, longer and gentler,
+# and the labels teach the cat/dog split too. Options given on the command line still win.
+REPLAY_FINETUNE_DEFAULTS = {"epochs": 40, "lr": 2e-4, "anchor": 0.0, "freeze_encoder": False, "species_guard": 0.0,
+                            "class_weights": "auto"}
+# --replay: photos of the original data kept aside to measure forgetting on; an epoch whose mIoU
+# there falls more than REPLAY_TOLERANCE below the starting model's is never saved as the best.
+REPLAY_VAL_PHOTOS = 60
+REPLAY_TOLERANCE = 0.005
 
 # Options a resumed run takes from the command line when given there; all others come from
 # the saved run (changing them would not continue the same training).
@@ -90,6 +99,8 @@ class FitConfig:
     freeze_norm: bool = False
     anchor: float = 0.0
     species_guard: float = 0.0
+    replay: str | None = None
+    replay_ratio: float = 1.0
     stop_after_epochs: int | None = None
     no_progress: bool = False
     progress_json: bool = False
@@ -128,6 +139,14 @@ class FitConfig:
                 ignored.append(key)
             kept[key] = value
         return replace(self, out=run, **kept), ignored
+
+    def with_replay_defaults(self) -> FitConfig:
+        """``finetune``'s config with :data:`REPLAY_FINETUNE_DEFAULTS` for the options not given, when
+        ``--replay`` is."""
+        if self.replay is None:
+            return self
+        return replace(self, **{key: value for key, value in REPLAY_FINETUNE_DEFAULTS.items()
+                                if key not in self.explicit})
 
     def with_default_encoder(self) -> FitConfig:
         """This config with the architecture's default encoder written in when it takes one and none
@@ -171,7 +190,7 @@ class FitConfig:
             raise FitError(f"--size {self.size}: must be a positive multiple of 32")
         for option in ("epochs", "batch_size"):
             _check_number(self, option, minimum=1)
-        for option in ("lr", "cat_boost"):
+        for option in ("lr", "cat_boost", "replay_ratio"):
             _check_number(self, option, above=0.0)
         for option in ("weight_decay", "grad_clip", "warmup_epochs", "workers", "patience", "clicks_rounds", "anchor",
                        "species_guard"):
@@ -190,6 +209,8 @@ class FitConfig:
             raise FitError("--anchor keeps the weights near --init-from's; give --init-from CHECKPOINT")
         if self.freeze_encoder and RECONSTRUCTION in arch.phases:
             raise FitError(f"--freeze-encoder: {self.arch} already trains its segmentation decoder on a frozen encoder")
+        if self.replay is not None and not Path(self.replay).expanduser().is_dir():
+            raise FitError(f"--replay {self.replay}: no such folder")
         if not 0 < self.val_fraction < 1:
             raise FitError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         if arch.pretrained == CLIP_RN50 and self.clip_weights is None:
@@ -334,6 +355,11 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
                    help="semantic models with --init-from: the labels teach pet vs background only and each pet "
                    "pixel's cat/dog split is distilled from the starting model (weight of that term; 0 = off), "
                    "so that a folder of one species does not turn every pet into it")
+    p.add_argument("--replay", default=d["replay"], metavar="DATA",
+                   help="where the original training data is present: mix its TrainVal photos (other than "
+                   "--data's and --breed's) into every epoch, a guard against forgetting")
+    p.add_argument("--replay-ratio", type=float, default=d["replay_ratio"], metavar="R",
+                   help="with --replay: photos drawn from it per training photo of --data, each epoch")
     p.add_argument("--stop-after-epochs", type=int, default=d["stop_after_epochs"], metavar="N",
                    help="stop this invocation after N epochs (continue later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")

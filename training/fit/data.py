@@ -4,38 +4,43 @@
 (seeded; ``--limit`` for smoke runs) and :func:`check_samples` checks their masks up front; :func:`train_dataset` reads them augmented at model size;
 :func:`loss_class_weights` gives ``--class-weights auto``'s loss
 weights; :func:`train_sampler` gives each rank its share of the training photos per epoch, with
-cats oversampled by ``--cat-boost`` (:class:`WeightedDistributedSampler`).
+cats oversampled by ``--cat-boost`` and ``--replay``'s photos mixed in (:class:`WeightedDistributedSampler`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.classes import SEMANTIC, VOID
+from models.classes import CLASS_NAMES, SEMANTIC, VOID
 from models.errors import one_line
-from training.fit.config import FitConfig
+from training.fit.config import REPLAY_VAL_PHOTOS, FitConfig
 from training.fit.errors import FitError
 from training.fit.runtime import Runtime
 
 
 @dataclass
 class Data:
-    """The training and validation photos (``training.data.Sample``) and a summary for the metadata."""
+    """The training and validation photos (``training.data.Sample``) and a summary for the metadata;
+    ``replay``: ``--replay``'s photos, drawn into every epoch beside ``train``; ``replay_val``: more
+    of them kept aside, on which no epoch may fall far below the starting model (forgetting)."""
 
     train: list
     val: list
     summary: dict[str, Any]
+    replay: list = field(default_factory=list)
+    replay_val: list = field(default_factory=list)
 
 
 def prepare_samples(cfg: FitConfig) -> Data:
-    """The labelled TrainVal photos under ``--data``, split by ``--val-fraction`` and ``--seed``."""
+    """The labelled TrainVal photos under ``--data``, split by ``--val-fraction`` and ``--seed``; with
+    ``--replay``, that folder's other TrainVal photos, :data:`REPLAY_VAL_PHOTOS` of them kept aside."""
     from training.data import detect_layout, find_samples, only_breed, train_val_split
 
     root = Path(cfg.data).expanduser()
@@ -45,6 +50,7 @@ def prepare_samples(cfg: FitConfig) -> Data:
         layout = detect_layout(root)
         samples = find_samples(root, "TrainVal")
         labelled = only_breed([s for s in samples if s.mask_path is not None], cfg.breed)
+        replay = _replay_samples(cfg, {s.stem for s in labelled}) if cfg.replay else []
     except ValueError as error:
         raise FitError(one_line(error)) from None
     if not labelled:
@@ -79,7 +85,25 @@ def prepare_samples(cfg: FitConfig) -> Data:
         "species": {"train": species(train), "val": species(val)},
         "unlabelled_skipped": sum(1 for s in samples if s.mask_path is None),
     }
-    return Data(train, val, summary)
+    replay_train, replay_val = ([], []) if not replay else train_val_split(
+        replay, REPLAY_VAL_PHOTOS / len(replay), cfg.seed)
+    if replay:
+        summary["replay"] = {"root": str(Path(cfg.replay).expanduser().resolve()), "photos": len(replay_train),
+                             "val_photos": len(replay_val), "ratio": cfg.replay_ratio}
+    return Data(train, val, summary, replay_train, replay_val)
+
+
+def _replay_samples(cfg: FitConfig, taken: set[str]) -> list:
+    """``--replay``'s labelled TrainVal photos, less those of ``taken`` (``--data``'s) and of ``--breed``."""
+    from training.data import breed_of, find_samples
+
+    pool = [s for s in find_samples(Path(cfg.replay).expanduser(), "TrainVal")
+            if s.mask_path is not None and s.stem not in taken
+            and (cfg.breed is None or breed_of(s.stem).lower() != cfg.breed.lower())]
+    if len(pool) < 2 * REPLAY_VAL_PHOTOS:
+        raise ValueError(f"--replay {cfg.replay}: {len(pool)} labelled TrainVal photos to replay; "
+                         f"it needs at least {2 * REPLAY_VAL_PHOTOS}")
+    return pool
 
 
 def check_samples(data: Data, progress: bool) -> None:
@@ -93,7 +117,8 @@ def check_samples(data: Data, progress: bool) -> None:
 
     from training.data import check_sample
 
-    labelled = [("training", s) for s in data.train] + [("validation", s) for s in data.val]
+    labelled = ([("training", s) for s in data.train + data.replay]
+                + [("validation", s) for s in data.val + data.replay_val])
     for kind, sample in tqdm(labelled, desc="checking masks", delay=3, disable=not progress, leave=False):
         try:
             check_sample(sample)
@@ -116,7 +141,40 @@ def train_dataset(cfg: FitConfig, data: Data,
         from training.copy_paste import CopyPaste
 
         paste = CopyPaste(data.train, cfg.copy_paste)
-    return augment, SegmentationDataset(data.train, cfg.size, normalization, augment=augment, paste=paste)
+    return augment, SegmentationDataset(data.train + data.replay, cfg.size, normalization, augment=augment,
+                                        paste=paste)
+
+
+def replay_weights(own: Sequence[Any], replay: Sequence[Any], ratio: float, cat_boost: float) -> list[float]:
+    """Sampling weights of ``own + replay`` for an epoch of ``ratio`` replayed photos per own photo,
+    in which cats and dogs come in the replayed data's own proportions (cats weighed ``cat_boost``).
+
+    A user's folder is mostly of one species; replayed at random beside it, the epoch would be too,
+    and the model would learn that every pet is that species. So the replayed photos make up the
+    difference: for a folder of dogs they are mostly cats. Own photos are drawn uniformly.
+    """
+    from training.data import sample_weights
+
+    boosted = sample_weights(replay, cat_boost)
+    groups = sorted({_species(s) for s in replay})
+    target = {g: sum(w for w, s in zip(boosted, replay) if _species(s) == g) / sum(boosted) for g in groups}
+    own_counts = {g: sum(1 for s in own if _own_species(s) == g) for g in groups}
+    need = {g: max(0.0, target[g] * (1 + ratio) * len(own) - own_counts[g]) for g in groups}
+    scale = ratio * len(own) / (sum(need.values()) or 1.0)
+    members = {g: sum(1 for s in replay if _species(s) == g) for g in groups}
+    return [1.0] * len(own) + [need[_species(s)] * scale / members[_species(s)] for s in replay]
+
+
+def _species(sample: Any) -> str:
+    return sample.species or "unknown"
+
+
+def _own_species(sample: Any) -> str:
+    """A photo's species from its mask (the more frequent pet class): a user's file names say nothing."""
+    from training.composites import pet_label
+    from training.data import load_labels
+
+    return CLASS_NAMES[pet_label(load_labels(sample))]
 
 
 def pixel_class_counts(samples: Sequence[Any]) -> list[int]:
@@ -140,18 +198,20 @@ def loss_class_weights(cfg: FitConfig, task: str, data: Data, rt: Runtime,
     if resume_header is not None and resume_header.get("class_weights"):
         weights = resume_header["class_weights"]
     else:
-        weights = class_weights_from_counts(pixel_class_counts(data.train))
+        weights = class_weights_from_counts(pixel_class_counts(data.train + data.replay))
     rt.log(f"class weights (background, cat, dog): {[round(w, 3) for w in weights]}")
     return weights
 
 
 class WeightedDistributedSampler(torch.utils.data.Sampler):
-    """Weighted sampling with replacement, one seeded draw per epoch, split across ranks."""
+    """Weighted sampling with replacement, one seeded draw of ``draws`` items (default: as many as
+    there are weights) per epoch, split across ranks."""
 
-    def __init__(self, weights: Sequence[float], num_replicas: int, rank: int, seed: int) -> None:
+    def __init__(self, weights: Sequence[float], num_replicas: int, rank: int, seed: int,
+                 draws: int | None = None) -> None:
         self.weights = torch.as_tensor(weights, dtype=torch.double)
         self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
-        self.num_samples = math.ceil(len(self.weights) / num_replicas)
+        self.num_samples = math.ceil((draws or len(self.weights)) / num_replicas)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,9 +229,17 @@ class WeightedDistributedSampler(torch.utils.data.Sampler):
 
 def train_sampler(cfg: FitConfig, rt: Runtime, data: Data,
                   train_ds: torch.utils.data.Dataset) -> torch.utils.data.Sampler:
-    """This rank's share of the training photos each epoch (cats oversampled with --cat-boost)."""
+    """This rank's share of the training photos each epoch (cats oversampled with --cat-boost).
+
+    With ``--replay`` an epoch draws ``--replay-ratio`` replayed photos per training photo beside
+    them, fresh ones each epoch (:func:`replay_weights`).
+    """
     from training.data import sample_weights
 
+    if data.replay:
+        weights = replay_weights(data.train, data.replay, cfg.replay_ratio, cfg.cat_boost)
+        draws = round(len(data.train) * (1 + cfg.replay_ratio))
+        return WeightedDistributedSampler(weights, rt.world, rt.rank, cfg.seed, draws)
     if cfg.cat_boost != 1.0:
         return WeightedDistributedSampler(sample_weights(data.train, cfg.cat_boost), rt.world, rt.rank, cfg.seed)
     return torch.utils.data.DistributedSampler(

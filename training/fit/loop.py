@@ -16,6 +16,7 @@ from torch import nn
 from models.classes import PROMPT
 from models.registry import RECONSTRUCTION, SEGMENTATION
 from training.fit import model_setup
+from training.fit.config import REPLAY_TOLERANCE
 from training.fit.errors import FitError
 from training.fit.parent import anchor_penalty
 from training.fit.run import Phase, Progress, Run
@@ -63,9 +64,11 @@ def validate_parent(run: Run, progress: Progress) -> None:
     """``--init-from``: the parent's validation metrics, before any training, become the best to beat."""
     row: dict[str, Any] = {}
     metrics = _validate(run, row)
-    progress.parent = {key: row[key] for key in ("val_miou", "iou_1click", "iou_3click") if key in row}
+    progress.parent = {key: row[key] for key in ("val_miou", "iou_1click", "iou_3click", "replay_miou") if key in row}
     progress.best = metrics["miou"]
-    run.rt.log(f"--init-from: val mIoU {metrics['miou']:.4f} before fine-tuning; an epoch must beat it "
+    kept = "" if "replay_miou" not in row else (
+        f" and keep the replayed photos' mIoU {row['replay_miou']:.4f} within {REPLAY_TOLERANCE}")
+    run.rt.log(f"--init-from: val mIoU {metrics['miou']:.4f} before fine-tuning; an epoch must beat it{kept} "
                "to write best.safetensors")
     emit(run, "parent", **progress.parent)
 
@@ -88,9 +91,10 @@ def train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, ru
             with write_errors(run):
                 save_epoch(run, phase, epoch, metrics, improved, progress)
                 run_log.update(progress.history)
-            rt.log(_epoch_summary(run, phase, epoch, train_loss, metrics) + f" [{row['seconds']:.1f} s]")
+            rt.log(_epoch_summary(run, phase, epoch, train_loss, metrics, row, progress) + f" [{row['seconds']:.1f} s]")
             emit(run, "epoch", phase=phase.name, epoch=epoch + 1, epochs=phase.epochs, improved=improved,
-                 **{key: row[key] for key in ("train_loss", "val_miou", "iou_1click", "seconds") if key in row})
+                 **{key: row[key] for key in ("train_loss", "val_miou", "iou_1click", "replay_miou", "seconds")
+                    if key in row})
         if rt.distributed:
             dist.barrier()
         reason = _stop_reason(run, phase, epoch, progress)
@@ -178,25 +182,31 @@ def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tenso
 
 
 def _validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
-    """The epoch's validation metrics; their log columns go into ``row``."""
+    """The epoch's validation metrics; their log columns go into ``row`` (with ``--replay``, also
+    ``replay_miou``: the mIoU on the replayed photos kept aside)."""
+    validate = validate_prompt if run.arch.task == PROMPT else validate_semantic
+    metrics = validate(run.model, run.val, run.criterion, run.cfg, run.rt)
     if run.arch.task == PROMPT:
-        metrics = validate_prompt(run.model, run.val, run.criterion, run.cfg, run.rt)
         row.update(iou_1click=round(metrics["iou_1click"], 5), iou_3click=round(metrics["iou_3click"], 5))
     else:
-        metrics = validate_semantic(run.model, run.val, run.criterion, run.cfg, run.rt)
         for name, value in metrics["per_class_iou"].items():
             row[f"iou_{name}"] = None if value is None else round(value, 5)
     row.update(val_loss=round(metrics["val_loss"], 6), val_miou=round(metrics["miou"], 5))
+    if run.replay_val is not None:
+        row["replay_miou"] = round(validate(run.model, run.replay_val, run.criterion, run.cfg, run.rt)["miou"], 5)
     return metrics
 
 
-def _epoch_summary(run: Run, phase: Phase, epoch: int, train_loss: float, metrics: dict[str, Any]) -> str:
+def _epoch_summary(run: Run, phase: Phase, epoch: int, train_loss: float, metrics: dict[str, Any],
+                   row: dict[str, Any], progress: Progress) -> str:
     """The epoch's line on stderr (without its duration)."""
     summary = f"{phase.name} epoch {epoch + 1}/{phase.epochs}: train loss {train_loss:.4f}"
     if metrics:
         summary += f", val loss {metrics['val_loss']:.4f}, val mIoU {metrics['miou']:.4f}"
         if run.arch.task == PROMPT:
             summary += f" (IoU @1 click {metrics['iou_1click']:.4f})"
+        if row.get("replay_miou") is not None:
+            summary += f", replayed photos' mIoU {row['replay_miou']:.4f}" + (" (forgets)" if progress.forgets(row) else "")
     return summary
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from models.classes import SEMANTIC
 from models.registry import SEGMENTATION, Architecture
 from training.fit import model_setup
-from training.fit.config import FitConfig
+from training.fit.config import REPLAY_TOLERANCE, FitConfig
 from training.fit.parent import load_parent
 from training.fit.data import Data, loss_class_weights, train_dataset, train_sampler
 from training.fit.runtime import Runtime, cpu_has_fast_bf16, hardware_summary
@@ -41,6 +41,7 @@ class Run:
     teacher: nn.Module | None  # --species-guard: the starting model, frozen, whose cat/dog split is kept
     train_ds: torch.utils.data.Dataset
     val: ValSet
+    replay_val: ValSet | None  # --replay: its photos kept aside, to measure forgetting on
     class_weights: list[float] | None
     criterion: nn.Module
     sampler: torch.utils.data.Sampler
@@ -74,13 +75,20 @@ class Progress:
                    parent=header.get("parent"))
 
     def record(self, row: dict[str, Any], metrics: dict[str, Any], epoch: int) -> bool:
-        """Add an epoch's log row; True when its validation mIoU is the best so far."""
+        """Add an epoch's log row; True when its validation mIoU is the best so far (and, with
+        ``--replay``, its mIoU on the replayed photos kept aside is within ``REPLAY_TOLERANCE`` of
+        the starting model's)."""
         self.history.append(row)
-        improved = row["phase"] == SEGMENTATION and metrics["miou"] > self.best
+        improved = row["phase"] == SEGMENTATION and metrics["miou"] > self.best and not self.forgets(row)
         if improved:
             self.best, self.best_epoch = metrics["miou"], epoch + 1
         self.epochs_this_run += 1
         return improved
+
+    def forgets(self, row: dict[str, Any]) -> bool:
+        """True when the epoch's ``replay_miou`` fell more than ``REPLAY_TOLERANCE`` below the parent's."""
+        start = (self.parent or {}).get("replay_miou")
+        return start is not None and row.get("replay_miou") is not None and row["replay_miou"] < start - REPLAY_TOLERANCE
 
 
 @dataclass
@@ -117,6 +125,7 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
 
     augment, train_ds = train_dataset(cfg, data, model.normalization)
     val = build_val_set(data.val, cfg.size, model.normalization, rt, composites=cfg.copy_paste > 0)
+    replay_val = build_val_set(data.replay_val, cfg.size, model.normalization, rt) if data.replay_val else None
     class_weights = loss_class_weights(cfg, arch.task, data, rt, resume_header)
     guard = cfg.species_guard if arch.task == SEMANTIC and cfg.init_from else 0.0
     criterion = build_loss(cfg.loss, arch.task, class_weights, guard).to(rt.device)
@@ -125,7 +134,7 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     steps_per_epoch = max(1, len(sampler) // cfg.batch_size) if drop_last else 1
     return Run(
         cfg, arch, rt, out, data, config, model, pretrained, augment, parent if cfg.anchor else None,
-        _teacher(cfg, config, parent, rt) if guard else None, train_ds, val, class_weights, criterion,
+        _teacher(cfg, config, parent, rt) if guard else None, train_ds, val, replay_val, class_weights, criterion,
         sampler, steps_per_epoch, drop_last, model_setup.phase_plan(cfg), started,
         prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
         hardware=hardware_summary(rt, cfg.channels_last),
