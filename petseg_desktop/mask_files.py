@@ -66,8 +66,12 @@ def _json_digest(objects: list[dict[str, Any]]) -> str:
 
 
 def state_of(objects_digest_now: str, has_objects: bool, recorded: str | None, mask_exists: bool) -> str:
-    """The file-list state from the objects' digest, the digest recorded at the last mask write and the file."""
-    if mask_exists and recorded == objects_digest_now:
+    """The file-list state from the objects' digest, the digest recorded at the last mask write and the file.
+
+    A mask file with no objects and no write of PetSeg's recorded was made elsewhere and nothing
+    disagrees with it (e.g. a stray click undone): saved, as when there is no annotation at all.
+    """
+    if mask_exists and (recorded == objects_digest_now or (recorded is None and not has_objects)):
         return SAVED
     return UNSAVED if has_objects or (mask_exists and recorded is not None) else TODO
 

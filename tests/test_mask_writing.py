@@ -103,6 +103,27 @@ def test_a_mask_petseg_did_not_write_is_not_overwritten_silently(qtbot, window, 
     assert np.array_equal(np.array(Image.open(target)), theirs)
 
 
+def test_a_stray_click_undone_on_a_mask_made_elsewhere_leaves_it_saved(qtbot, window, photos, dialogs):
+    """A click that starts an object on a photo whose mask came from elsewhere, then Escape or undo:
+    the annotation is empty again and the photo counts as saved, as before the click."""
+    w = window
+    image = sorted(photos.iterdir())[0]
+    target = mask_path(image)
+    with Image.open(image) as photo:
+        theirs = np.full((photo.height, photo.width), 1, dtype=np.uint8)
+    Image.fromarray(theirs).save(target)
+    open_and_wait(qtbot, w, image)
+    assert w.files.state(0) == SAVED
+    paint_object(qtbot, w)
+    qtbot.waitUntil(lambda: w.files.state(0) == UNSAVED, timeout=WAIT)
+    key(qtbot, w, "Ctrl+Z")
+    qtbot.waitUntil(lambda: not w.editor.doc.objects, timeout=WAIT)
+    w.editor.flush()
+    qtbot.waitUntil(lambda: w.files.state(0) == SAVED, timeout=WAIT)
+    assert mask_state(image) == SAVED  # what Improve on this folder and the Files list read from disk
+    assert np.array_equal(np.array(Image.open(target)), theirs)
+
+
 def test_read_only_folders_write_no_masks_but_show_states(qtbot, with_models, dialogs, photos):
     first = make_window(qtbot, with_models)
     image = sorted(photos.iterdir())[0]
