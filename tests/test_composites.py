@@ -94,23 +94,6 @@ def test_compose_pastes_beside_with_a_void_seam():
     assert np.count_nonzero(instances == VOID) > 20  # base's own void kept, plus the seam
 
 
-def test_feathered_paste_blends_the_edge_and_keeps_the_inside():
-    """Training's soft paste: the same placement as a hard one, the pet's inside unchanged, its edge
-    a blend between the pet and the photo beneath (no hard step to tell a pasted pet by)."""
-    labels = np.zeros((60, 120), np.uint8)
-    labels[20:40, 10:30] = 1
-    rgb = np.zeros((60, 120, 3), np.uint8)
-    cut = Cutout(np.full((20, 20, 3), 200, np.uint8), np.ones((20, 20), bool), 2)
-    hard, hard_instances, _, _ = compose(rgb, labels, [cut], keyed_rng("synthetic"))
-    soft, soft_instances, _, _ = compose(rgb, labels, [cut], keyed_rng("synthetic"), feather=1.5)
-    assert (soft_instances == hard_instances).all()
-    ys, xs = np.nonzero(hard_instances == 2)
-    inside = (slice(ys.min() + 5, ys.max() - 4), slice(xs.min() + 5, xs.max() - 4))
-    assert (soft[inside] == 200).all()
-    edge = soft[ys.min(), xs.min() + 8:xs.max() - 7, 0]
-    assert ((edge > 0) & (edge < 200)).all()  # blended, where the hard paste jumps 0 -> 200
-
-
 def test_cut_out_keeps_sure_pet_pixels_only():
     labels = np.array([[0, 255, 0], [255, 2, 2], [0, 2, 0]], np.uint8)
     cut = cut_out(np.zeros((3, 3, 3), np.uint8), labels)

@@ -124,19 +124,9 @@ def _seam(alpha: np.ndarray, width: int) -> np.ndarray:
     return cv2.dilate(mask, kernel).astype(bool) & ~cv2.erode(mask, kernel).astype(bool)
 
 
-def _paste(dest: np.ndarray, pet_rgb: np.ndarray, alpha: np.ndarray, feather: float) -> None:
-    """Paste ``pet_rgb`` into ``dest`` (same size, in place) where ``alpha``, its edge blended over a
-    Gaussian of sigma ``feather`` px (0: cut hard)."""
-    if feather <= 0:
-        dest[alpha] = pet_rgb[alpha]
-        return
-    soft = cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), feather)[..., None]
-    dest[:] = np.round(soft * pet_rgb + (1 - soft) * dest).astype(dest.dtype)
-
-
 def compose(base_rgb: np.ndarray, base_labels: np.ndarray, cutouts: Sequence[Cutout], rng: np.random.Generator,
-            seam: int = SEAM_WIDTH, max_overlap: float = MAX_OVERLAP,
-            feather: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[float], list[float]]:
+            seam: int = SEAM_WIDTH, max_overlap: float = MAX_OVERLAP) -> tuple[np.ndarray, np.ndarray, list[float],
+                                                                               list[float]]:
     """Paste ``cutouts`` beside the base photo's pet; returns ``(rgb, instances, scales, overlaps)``.
 
     Each cutout is scaled so its pet area is about the base pet's (times a jittered factor,
@@ -145,8 +135,6 @@ def compose(base_rgb: np.ndarray, base_labels: np.ndarray, cutouts: Sequence[Cut
     position it shrinks by :data:`SCALE_STEP` and tries again, and after :data:`SCALE_TRIES`
     shrinks it takes the least-overlapping position. ``instances``: 0 background, 1 the base pet,
     ``k + 2`` cutout ``k``, 255 void (the base's own void and each pasted pet's seam).
-    ``feather``: the pasted pets' edges are blended over a Gaussian of this sigma (pixels) instead of
-    cut hard (training: so that a hard edge is no cue to which pet is pasted).
     """
     rgb = base_rgb.copy()
     instances = np.where((base_labels == CAT) | (base_labels == DOG), 1, 0).astype(np.uint8)
@@ -170,7 +158,7 @@ def compose(base_rgb: np.ndarray, base_labels: np.ndarray, cutouts: Sequence[Cut
         y, x = corner or best
         ph, pw = alpha.shape
         region = (slice(y, y + ph), slice(x, x + pw))
-        _paste(rgb[region], pet_rgb, alpha, feather)
+        rgb[region][alpha] = pet_rgb[alpha]
         instances[region][alpha] = k
         full = np.zeros_like(alpha, shape=instances.shape)
         full[region] = alpha

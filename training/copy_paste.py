@@ -5,8 +5,7 @@ With probability ``probability`` a training photo (at model size, before the oth
 gets the pets of one or two other training photos pasted beside its pet by
 :func:`training.composites.compose`. One pet, drawn at random, stays the target with its class;
 the others become background and their seams void. The model so learns that a click or a box
-selects *that* pet, not every pet in the photo. Pasted edges are blended by a random amount, so
-that a hard cut edge does not tell pasted pets from the photo's own.
+selects *that* pet, not every pet in the photo.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from training.composites import compose, cut_out, pet_label
 from training.data import Sample, load_sample
 
 MAX_PASTED = 2  # pets pasted into one photo: 1 or 2, equally likely
-FEATHER = (0.0, 1.5)  # sigma (model pixels) of the pasted edges' blend, drawn per photo: hard to soft
 
 
 class CopyPaste:
@@ -41,7 +39,7 @@ class CopyPaste:
             cut = cut_out(*load_sample(self.samples[int(index)]))
             if cut is not None:
                 cutouts.append(cut)
-        rgb, instances, _, _ = compose(image, mask, cutouts, rng, feather=float(rng.uniform(*FEATHER)))
+        rgb, instances, _, _ = compose(image, mask, cutouts, rng)
         classes = [pet_label(mask)] + [c.label for c in cutouts]
         target = int(rng.integers(1, len(classes) + 1))
         labels = np.full(mask.shape, BACKGROUND, dtype=np.uint8)
