@@ -86,13 +86,20 @@ def test_without_automatic_writing_the_list_and_closing_tell(qtbot, with_models,
     assert mask_state(image) == SAVED
 
 
+def mask_made_elsewhere(image, label: int) -> tuple:
+    """Write ``image``'s mask file (all ``label``) as another tool would: no PetSeg mark. Returns
+    the mask's path and its pixels."""
+    target = mask_path(image)
+    with Image.open(image) as photo:
+        theirs = np.full((photo.height, photo.width), label, dtype=np.uint8)
+    Image.fromarray(theirs).save(target)
+    return target, theirs
+
+
 def test_a_mask_petseg_did_not_write_is_not_overwritten_silently(qtbot, window, photos, dialogs):
     w = window
     image = sorted(photos.iterdir())[0]
-    target = mask_path(image)
-    with Image.open(image) as photo:
-        theirs = np.full((photo.height, photo.width), 2, dtype=np.uint8)
-    Image.fromarray(theirs).save(target)
+    target, theirs = mask_made_elsewhere(image, 2)
     open_and_wait(qtbot, w, image)
     assert w.files.state(0) == SAVED  # a mask made elsewhere, no annotation to disagree with
     paint_object(qtbot, w)
@@ -104,14 +111,11 @@ def test_a_mask_petseg_did_not_write_is_not_overwritten_silently(qtbot, window, 
 
 
 def test_a_stray_click_undone_on_a_mask_made_elsewhere_leaves_it_saved(qtbot, window, photos, dialogs):
-    """A click that starts an object on a photo whose mask came from elsewhere, then Escape or undo:
+    """An object started on a photo whose mask came from elsewhere, then undone:
     the annotation is empty again and the photo counts as saved, as before the click."""
     w = window
     image = sorted(photos.iterdir())[0]
-    target = mask_path(image)
-    with Image.open(image) as photo:
-        theirs = np.full((photo.height, photo.width), 1, dtype=np.uint8)
-    Image.fromarray(theirs).save(target)
+    target, theirs = mask_made_elsewhere(image, 1)
     open_and_wait(qtbot, w, image)
     assert w.files.state(0) == SAVED
     paint_object(qtbot, w)
