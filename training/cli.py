@@ -52,7 +52,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "kept aside for validation, the encoder frozen and the weights pulled towards the checkpoint's "
         "(--anchor) so that the general quality holds; best.safetensors only when it beats the checkpoint there. "
         "With --replay DATA (the original training data, where present) the whole model trains instead, "
-        "40 epochs at --lr 2e-4, with DATA's photos mixed in and an epoch that forgets on them never kept. "
+        "40 epochs at --lr 1e-4, with DATA's photos mixed in and an epoch that forgets on them never kept. "
         "--data: a folder annotated in PetSeg (photos with <name>_mask.png), images + masks, or Oxford-IIIT Pet.",
     )
     add_fit_arguments(finetune, finetune=True)

@@ -43,7 +43,7 @@ FINETUNE_DEFAULTS = {"epochs": 10, "lr": 3e-4, "warmup_epochs": 0.5, "val_fracti
 # ``finetune --replay DATA``: where the original data is present, replaying it is the guard (with
 # the forgetting check on its photos kept aside), so the whole model trains, longer and gentler,
 # and the labels teach the cat/dog split too. Options given on the command line still win.
-REPLAY_FINETUNE_DEFAULTS = {"epochs": 40, "lr": 2e-4, "anchor": 0.0, "freeze_encoder": False, "species_guard": 0.0,
+REPLAY_FINETUNE_DEFAULTS = {"epochs": 40, "lr": 1e-4, "anchor": 0.0, "freeze_encoder": False, "species_guard": 0.0,
                             "class_weights": "auto"}
 # --replay: photos of the original data kept aside to measure forgetting on; an epoch whose mIoU
 # there falls more than REPLAY_TOLERANCE below the starting model's is never saved as the best.
@@ -100,7 +100,7 @@ class FitConfig:
     anchor: float = 0.0
     species_guard: float = 0.0
     replay: str | None = None
-    replay_ratio: float = 1.0
+    replay_ratio: float = 3.0
     stop_after_epochs: int | None = None
     no_progress: bool = False
     progress_json: bool = False
