@@ -206,7 +206,8 @@ def _epoch_summary(run: Run, phase: Phase, epoch: int, train_loss: float, metric
         if run.arch.task == PROMPT:
             summary += f" (IoU @1 click {metrics['iou_1click']:.4f})"
         if row.get("replay_miou") is not None:
-            summary += f", replayed photos' mIoU {row['replay_miou']:.4f}" + (" (forgets)" if progress.forgets(row) else "")
+            forgets = " (forgets)" if progress.forgets(row) else ""
+            summary += f", replayed photos' mIoU {row['replay_miou']:.4f}{forgets}"
     return summary
 
 

@@ -88,7 +88,8 @@ class Progress:
     def forgets(self, row: dict[str, Any]) -> bool:
         """True when the epoch's ``replay_miou`` fell more than ``REPLAY_TOLERANCE`` below the parent's."""
         start = (self.parent or {}).get("replay_miou")
-        return start is not None and row.get("replay_miou") is not None and row["replay_miou"] < start - REPLAY_TOLERANCE
+        now = row.get("replay_miou")
+        return start is not None and now is not None and now < start - REPLAY_TOLERANCE
 
 
 @dataclass
