@@ -123,7 +123,7 @@ class ImproveDialog(JobDialog):
     def _build_form(self) -> None:
         count = len(self.photos)
         enough = count >= MIN_PHOTOS
-        text = f"{count} photo{'' if count == 1 else 's'} of {self.folder.name} with a saved, current mask"
+        text = f"{count} photo{'' if count == 1 else 's'} in “{self.folder.name}” with a saved, current mask"
         self.count_label = QLabel(text if enough else f"{text}.\n{shortfall(count)}.")
         self.count_label.setWordWrap(True)
         self.form.addRow("Photos:", self.count_label)
@@ -209,6 +209,10 @@ class ImproveDialog(JobDialog):
         """Copy the annotated photos, then fine-tune each chosen model in turn."""
         semantic = self._show_start()
         if self.running() or semantic is None or len(self.photos) < MIN_PHOTOS:
+            return False
+        replay = self._replay_folder()
+        if replay is not None and not replay.is_dir():
+            self.rate_label.setText(f"Original data: {replay} is not a folder")
             return False
         self.when = datetime.now()
         self.work = work_folder(self.folder, self.when)

@@ -310,7 +310,9 @@ def test_replay_refuses_a_folder_without_enough_photos(annotated_folder, parent,
     assert main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder),
                  "--replay", str(annotated_folder), "--out", str(tmp_path / "r"), *TINY]) == 2
     err = capsys.readouterr().err
-    assert "--replay" in err and "it needs at least" in err and len(err.strip().splitlines()) == 1
+    # Its photos are the very ones trained on: none is left to replay, and the line says why.
+    assert "--replay" in err and "0 labelled photos to replay (12 more are the photos trained on" in err
+    assert "at least 120 are needed" in err and len(err.strip().splitlines()) == 1
 
 
 def test_replayed_photos_restore_the_original_species_mix(pets_root):

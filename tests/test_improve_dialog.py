@@ -232,6 +232,10 @@ def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot
     assert again.replay.text() == str(too_small) and again.epochs.value() == REPLAY_EPOCHS
     again.replay.clear()
     assert again.epochs.value() == DEFAULT_EPOCHS
+    qtbot.keyClicks(again.replay, str(tmp_path / "gone"))  # checked before any photo is copied
+    again.start_button.click()
+    assert again.rate_label.text() == f"Original data: {tmp_path / 'gone'} is not a folder"
+    assert not again.running() and again.start_button.isEnabled()
 
 
 def test_install_checkpoint_names_and_never_overwrites(isolated, tmp_path):

@@ -97,12 +97,14 @@ def _replay_samples(cfg: FitConfig, taken: set[str]) -> list:
     """``--replay``'s labelled TrainVal photos, less those of ``taken`` (``--data``'s) and of ``--breed``."""
     from training.data import breed_of, find_samples
 
-    pool = [s for s in find_samples(Path(cfg.replay).expanduser(), "TrainVal")
-            if s.mask_path is not None and s.stem not in taken
+    labelled = [s for s in find_samples(Path(cfg.replay).expanduser(), "TrainVal") if s.mask_path is not None]
+    pool = [s for s in labelled if s.stem not in taken
             and (cfg.breed is None or breed_of(s.stem).lower() != cfg.breed.lower())]
     if len(pool) < 2 * REPLAY_VAL_PHOTOS:
-        raise ValueError(f"--replay {cfg.replay}: {len(pool)} labelled TrainVal photos to replay; "
-                         f"it needs at least {2 * REPLAY_VAL_PHOTOS}")
+        left_out = f" ({len(labelled) - len(pool)} more are the photos trained on or --breed's)" if len(pool) < len(
+            labelled) else ""
+        raise ValueError(f"--replay {cfg.replay}: {len(pool)} labelled photos to replay{left_out}; "
+                         f"at least {2 * REPLAY_VAL_PHOTOS} are needed")
     return pool
 
 
