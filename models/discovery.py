@@ -58,6 +58,7 @@ class CheckpointEntry:
     source: str
     metadata: dict[str, Any] | None
     error: str | None
+    name: str = ""  # how menus name it: the path under its search folder (training runs nest)
 
     @property
     def loadable(self) -> bool:
@@ -69,8 +70,9 @@ class CheckpointEntry:
 
     @property
     def label(self) -> str:
-        """The file name, with its run folder for training output (runs all hold best.safetensors)."""
-        return f"{self.path.parent.name}/{self.path.name}" if self.source == TRAINING else self.path.name
+        """The file name; for training output its path under the runs folder (runs all hold
+        best.safetensors, and studies nest runs of the same name)."""
+        return self.name or self.path.name
 
     def describe(self) -> str:
         """A one-line description for menus and logs."""
@@ -82,12 +84,12 @@ class CheckpointEntry:
         return f"{self.label} [{self.source}] {meta['arch']} ({meta['task']}, {meta['input_size']} px{score})"
 
 
-def inspect_checkpoint(path: Path, source: str) -> CheckpointEntry:
-    """Read ``path``'s metadata, turning any problem into a one-line reason."""
+def inspect_checkpoint(path: Path, source: str, name: str = "") -> CheckpointEntry:
+    """Read ``path``'s metadata, turning any problem into a one-line reason; ``name``: its label."""
     try:
-        return CheckpointEntry(path, source, read_metadata(path), None)
+        return CheckpointEntry(path, source, read_metadata(path), None, name)
     except CheckpointError as error:
-        return CheckpointEntry(path, source, None, str(error))
+        return CheckpointEntry(path, source, None, str(error), name)
 
 
 def discover_checkpoints(task: str | None = None) -> list[CheckpointEntry]:
@@ -106,7 +108,7 @@ def discover_checkpoints(task: str | None = None) -> list[CheckpointEntry]:
             if resolved in seen:
                 continue
             seen.add(resolved)
-            entries.append(inspect_checkpoint(path, source))
+            entries.append(inspect_checkpoint(path, source, path.relative_to(folder).as_posix()))
     if task is not None:
         entries = [e for e in entries if e.loadable and e.task == task]
     return entries

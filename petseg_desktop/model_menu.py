@@ -65,7 +65,7 @@ class ModelMenus:
 
     # ------------------------------------------------------------------ discovery
     def refresh(self, load_defaults: bool = False) -> None:
-        from models.discovery import discover_checkpoints
+        from models.discovery import TRAINING, discover_checkpoints
 
         try:
             self.entries = discover_checkpoints()
@@ -74,11 +74,17 @@ class ModelMenus:
             self.window.warn("Model discovery", str(error))
         for task, sub in self.menus.items():
             sub.clear()
+            for old in sub.findChildren(QMenu):
+                old.deleteLater()  # the last refresh's Training runs submenu
             group = QActionGroup(sub)
             group.setExclusive(True)
             self.groups[task] = group
             usable = [e for e in self.entries if e.loadable and e.task == task]
             broken = [e for e in self.entries if not e.loadable]
+            runs = [e for e in usable if e.source == TRAINING]
+            # Training output can be dozens of runs: they get a submenu of their own, so that the
+            # menu stays on the screen and its first entries are the models one ships or keeps.
+            runs_menu = QMenu(f"Training runs ({len(runs)})", sub) if runs else None
             for entry in usable:
                 act = QAction(entry.describe(), sub)
                 act.setCheckable(True)
@@ -87,7 +93,9 @@ class ModelMenus:
                 act.setChecked(str(entry.path) == self._chosen[task])
                 act.triggered.connect(lambda _=False, t=task, p=str(entry.path): self.choose(t, p))
                 group.addAction(act)
-                sub.addAction(act)
+                (runs_menu if entry.source == TRAINING else sub).addAction(act)
+            if runs_menu is not None:
+                sub.addMenu(runs_menu)  # below the others
             if not usable:
                 none = sub.addAction("(no checkpoint found)")
                 none.setEnabled(False)

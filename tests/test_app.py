@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
-from models.classes import CAT, DOG, PROMPT
+from models.classes import CAT, DOG, PROMPT, SEMANTIC
 from models.version import __version__
 from petseg_desktop.crash import CrashHandler
 from petseg_desktop.main_window import MainWindow
@@ -350,6 +351,31 @@ def test_model_menu_lists_unusable_checkpoints(qtbot, with_models, dialogs, tiny
     finally:
         w.close()
         (tiny_prompt_checkpoint.parent / "broken.safetensors").unlink()
+
+
+def test_training_runs_get_a_submenu_with_names_that_tell_them_apart(qtbot, with_models, dialogs,
+                                                                    tiny_semantic_checkpoint):
+    """Studies nest runs of the same name: each is named by its path under the runs folder, and
+    the runs sit in their own submenu below the kept models, where choosing one loads it."""
+    for study in ("study-a", "study-b"):
+        run = with_models / "runs" / study / "finetune-Persian"
+        run.mkdir(parents=True)
+        shutil.copy(tiny_semantic_checkpoint, run / "best.safetensors")
+    w = make_window(qtbot, with_models)
+    try:
+        menu = w.models.menus[SEMANTIC]
+        top = [a for a in menu.actions() if a.menu() is None]
+        assert top and all("[training]" not in a.text() for a in top)
+        runs = [a.menu() for a in menu.actions() if a.menu() is not None]
+        assert len(runs) == 1 and runs[0].title() == "Training runs (2)"
+        names = [a.text().split(" [")[0] for a in runs[0].actions()]
+        assert names == ["study-a/finetune-Persian/best.safetensors", "study-b/finetune-Persian/best.safetensors"]
+        runs[0].actions()[1].trigger()
+        wanted = str(with_models / "runs" / "study-b" / "finetune-Persian" / "best.safetensors")
+        qtbot.waitUntil(lambda: w.models.loaded_info(SEMANTIC)[0] == wanted, timeout=WAIT)
+        assert runs[0].actions()[1].isChecked() and not top[0].isChecked()
+    finally:
+        w.close()
 
 
 # ---------------------------------------------------------------------------- batch export
