@@ -114,6 +114,7 @@ class ImproveDialog(JobDialog):
         self._cancelling = False
         self._clock: tuple[float, int] | None = None  # (time, steps done) at the current run's first step
         self._build_form()
+        window.worker.modelLoaded.connect(self._model_loaded)
         self.results = self._build_results()
         self.layout().insertWidget(3, self.results)  # below the status line, above the log
         self.results.hide()
@@ -200,6 +201,11 @@ class ImproveDialog(JobDialog):
         self.start_label.setText(f"{run.checkpoint.name} ({run.arch})" if run else "no semantic model loaded")
         self.start_label.setToolTip(str(run.checkpoint) if run else "")
         return run
+
+    def _model_loaded(self, task: str, *_: Any) -> None:
+        """Another model chosen while the dialog is open: say so (a run in progress keeps its own)."""
+        if task == SEMANTIC and not self.running():
+            self._show_start()
 
     # ------------------------------------------------------------------ running
     def running(self) -> bool:

@@ -238,6 +238,13 @@ def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot
     assert not again.running() and again.start_button.isEnabled()
 
 
+def test_starts_from_follows_the_model_chosen_while_the_dialog_is_open(qtbot, app, photos_folder, constant_models):
+    dialog = open_dialog(qtbot, app, photos_folder, constant_models["dog everywhere"], epochs=1)
+    assert dialog.start_label.text().startswith(constant_models["dog everywhere"].name)
+    use_semantic(qtbot, app, constant_models["background everywhere"])
+    assert dialog.start_label.text().startswith(constant_models["background everywhere"].name)
+
+
 def test_install_checkpoint_names_and_never_overwrites(isolated, tmp_path):
     best = tmp_path / "best.safetensors"
     best.write_bytes(b"weights")
