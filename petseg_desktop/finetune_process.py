@@ -127,7 +127,7 @@ class FinetuneProcess(QObject):
             if not line.strip() or (self._in_traceback and line.startswith(TRACEBACK_LINES)):
                 continue
             self._last_error = line.strip()  # in a traceback: its exception line, not a frame
-            if not self._in_traceback:
+            if not self._in_traceback and not line.startswith(ERROR_PREFIX):  # that one ends the run: said once
                 self.logLine.emit(line)
 
     # ------------------------------------------------------------------ the end

@@ -315,6 +315,8 @@ class ImproveDialog(JobDialog):
             self.progress.setRange(0, 1)
         if self.work is not None:
             shutil.rmtree(self.work / "data", ignore_errors=True)  # the copies of the photos are not kept
+            if self.work.is_dir() and not any(self.work.iterdir()):
+                self.work.rmdir()  # a run that never started leaves no empty folder
 
     def _show_results(self) -> None:
         self._idle()

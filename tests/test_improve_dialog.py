@@ -206,8 +206,10 @@ def test_a_failed_run_says_why_in_one_line(qtbot, app, photos_folder, constant_m
 
     last = dialog.log.toPlainText().splitlines()[-1]
     assert last.startswith("Failed: --init-from") and "gone.safetensors" in last
+    assert dialog.log.toPlainText().count("cannot read") == 1  # said once, not also as the child's own line
     assert "Traceback" not in dialog.log.toPlainText() and user_checkpoints() == []
     assert dialog.start_button.isEnabled()
+    assert not dialog.work.exists()  # nothing ran: no empty work folder is left behind
 
 
 def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot, app, photos_folder,
