@@ -10,6 +10,7 @@ cats oversampled by ``--cat-boost`` and ``--replay``'s photos mixed in (:class:`
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +102,9 @@ def _replay_samples(cfg: FitConfig, taken: set[str]) -> list:
     pool = [s for s in labelled if s.stem not in taken
             and (cfg.breed is None or breed_of(s.stem).lower() != cfg.breed.lower())]
     if len(pool) < 2 * REPLAY_VAL_PHOTOS:
-        left_out = f" ({len(labelled) - len(pool)} more are the photos trained on or --breed's)" if len(pool) < len(
-            labelled) else ""
-        raise ValueError(f"--replay {cfg.replay}: {len(pool)} labelled photos to replay{left_out}; "
+        left_out = len(labelled) - len(pool)
+        why = f" ({left_out} more are the photos trained on or --breed's)" if left_out else ""
+        raise ValueError(f"--replay {cfg.replay}: {len(pool)} labelled photos to replay{why}; "
                          f"at least {2 * REPLAY_VAL_PHOTOS} are needed")
     return pool
 
@@ -157,18 +158,16 @@ def replay_weights(own: Sequence[Any], replay: Sequence[Any], ratio: float, cat_
     """
     from training.data import sample_weights
 
-    boosted = sample_weights(replay, cat_boost)
-    groups = sorted({_species(s) for s in replay})
-    target = {g: sum(w for w, s in zip(boosted, replay) if _species(s) == g) / sum(boosted) for g in groups}
-    own_counts = {g: sum(1 for s in own if _own_species(s) == g) for g in groups}
-    need = {g: max(0.0, target[g] * (1 + ratio) * len(own) - own_counts[g]) for g in groups}
+    species = [s.species or "unknown" for s in replay]
+    members = Counter(species)
+    boosted: Counter[str] = Counter()
+    for group, weight in zip(species, sample_weights(replay, cat_boost)):
+        boosted[group] += weight
+    own_counts = Counter(_own_species(s) for s in own)  # each mask read once
+    total = sum(boosted.values())
+    need = {g: max(0.0, boosted[g] / total * (1 + ratio) * len(own) - own_counts[g]) for g in members}
     scale = ratio * len(own) / (sum(need.values()) or 1.0)
-    members = {g: sum(1 for s in replay if _species(s) == g) for g in groups}
-    return [1.0] * len(own) + [need[_species(s)] * scale / members[_species(s)] for s in replay]
-
-
-def _species(sample: Any) -> str:
-    return sample.species or "unknown"
+    return [1.0] * len(own) + [need[g] * scale / members[g] for g in species]
 
 
 def _own_species(sample: Any) -> str:
