@@ -117,6 +117,7 @@ def test_frozen_encoder_and_anchor_guard_the_parents_weights(annotated_folder, p
     (["--arch", "prompt_unet"], "is a unet checkpoint"),
     (["--size", "128"], "was trained with --size 64"),
     (["--copy-paste", "0.5"], "--copy-paste is only for prompt_unet"),
+    (["--first-prompt-loss", "0.5"], "--first-prompt-loss is only for prompt_unet"),
 ])
 def test_finetune_refuses_options_that_cannot_work(annotated_folder, parent, tmp_path, capsys, argv, message):
     code = main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(tmp_path / "r"),

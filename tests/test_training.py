@@ -177,14 +177,39 @@ def test_prompt_training_step_and_eval_clicks_shapes():
     masks[1, 20:60, 5:30] = 2
     masks[1, 0:4] = 255
     images = torch.randn(2, 3, 64, 64)
-    logits, target = PromptTrainingStep(model)(images, masks, rounds=2, seed=1)
-    assert logits.shape == (2, 1, 64, 64) and target.shape == (2, 64, 64)
+    logits, target, first = PromptTrainingStep(model)(images, masks, rounds=2, seed=1)
+    assert logits.shape == (2, 1, 64, 64) and target.shape == (2, 64, 64) and first is None
     assert set(target.unique().tolist()) == {0, 1, 255}
     logits.mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     model.eval()
     probs = simulate_eval_clicks(model, images, masks, clicks=3)
     assert len(probs) == 3 and probs[0].shape == (2, 64, 64)
+
+
+def test_first_prompt_loss_judges_the_initial_prompt_alone():
+    """With a first-prompt weight the step also returns, with gradients, the prediction from the
+    initial prompt alone: the same as the model's own pass on that prompt, unlike the final one."""
+    from models.registry import build_model
+    from training.prompt_training import PromptTrainingStep, render_batch, sample_initial_prompt
+
+    torch.manual_seed(0)
+    model = build_model("prompt_unet", {"base": 8, "depth": 3}).eval()
+    masks = torch.zeros(2, 64, 64, dtype=torch.int64)
+    masks[0, 10:40, 10:40] = 1
+    masks[1, 20:60, 5:30] = 2
+    images = torch.randn(2, 3, 64, 64)
+    final, target, first = PromptTrainingStep(model, first_prompt_weight=0.5)(images, masks, rounds=2, seed=3)
+    assert first is not None and first.shape == final.shape and first.requires_grad
+    rng = np.random.default_rng(3)
+    prompts = [sample_initial_prompt(t == 1, rng) for t in target.numpy().astype(np.uint8)]
+    with torch.no_grad():
+        alone = model(images, render_batch(64, prompts, None, images.device))
+    assert torch.allclose(first.detach(), alone, atol=1e-5)
+    assert not torch.allclose(final.detach(), alone, atol=1e-3)  # the corrective clicks changed it
+    first.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert PromptTrainingStep(model, first_prompt_weight=0.5)(images, masks, rounds=0, seed=3)[2] is None
 
 
 # --------------------------------------------------------------------------- fit, every architecture
@@ -196,7 +221,8 @@ ARCH_RUNS = {
     # the CLIP towers are the slowest: 2 photos, one step per epoch (same batch: the loss must fall)
     "clip": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
     "clip_unet": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
-    "prompt_unet": ["--epochs", "4", "--batch-size", "4", "--lr", "3e-3", "--clicks-rounds", "2"],
+    "prompt_unet": ["--epochs", "4", "--batch-size", "4", "--lr", "3e-3", "--clicks-rounds", "2",
+                    "--first-prompt-loss", "0.5"],
 }
 
 
@@ -232,6 +258,7 @@ def test_fit_trains_writes_and_is_discovered(arch, tiny_data, tmp_path, monkeypa
         assert "petseg-train fit" in meta["command"]
     if arch == "prompt_unet":
         assert {"iou_1click", "iou_3click"} <= set(meta["metrics"])
+        assert meta["training"]["first_prompt_loss"] == 0.5
     monkeypatch.setenv("PETSEG_RUNS", str(runs))
     found = {e.path.name for e in discover_checkpoints() if e.source == "training"}
     assert found == {"last.safetensors", "best.safetensors"}  # the resume state is not offered

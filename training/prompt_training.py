@@ -8,7 +8,9 @@ batch) of corrective clicks: the model runs, the next click goes into its larges
 (positive in a missed region, negative in a false one; :func:`training.clicks.largest_error_click`)
 and its mask probabilities are fed back as the previous-mask channel. The final forward pass,
 with gradients, is the one the loss sees. The image is encoded once per batch; only the light
-decoder runs per round.
+decoder runs per round. With ``first_prompt_weight`` the initial prompt's own prediction is
+judged too (with gradients), as Segment Anything trains every round: the corrective rounds leave
+the one-click case rare in the final pass, and one click is what a user tries first.
 
 Validation (:func:`simulate_eval_clicks`): the standard protocol from an empty prediction, each
 click at the error pixel farthest from the error boundary (:func:`training.clicks.next_click`).
@@ -137,6 +139,14 @@ def render_batch(
     return maps.to(device)
 
 
+def _prompt_layout(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``maps`` in the dtype and memory format of ``images`` (for the pass with gradients)."""
+    maps = maps.to(images.dtype)
+    if images.is_contiguous(memory_format=torch.channels_last):
+        maps = maps.contiguous(memory_format=torch.channels_last)
+    return maps
+
+
 def _encode(model: nn.Module, images: torch.Tensor):
     return model.encode_image(images) if hasattr(model, "encode_image") else None
 
@@ -152,12 +162,15 @@ class PromptTrainingStep(nn.Module):
 
     Wrapping (rather than calling ``encode_image``/``decode`` from the trainer) keeps the
     gradient path inside ``forward``, which DistributedDataParallel needs to synchronise grads.
-    ``forward(images, masks, rounds, seed)`` returns (final logits Bx1xSxS, object target BxSxS).
+    ``forward(images, masks, rounds, seed)`` returns (final logits Bx1xSxS, object target BxSxS,
+    the initial prompt's logits or None). The latter come only with ``first_prompt_weight`` and
+    corrective rounds (without rounds the final pass is the initial prompt's).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, first_prompt_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.first_prompt_weight = first_prompt_weight
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, rounds: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -167,18 +180,18 @@ class PromptTrainingStep(nn.Module):
         prompts = [sample_initial_prompt(t == 1, rng) for t in target_np]
         maps = render_batch(size, prompts, None, images.device)
         features = _encode(self.model, images)
-        for _ in range(rounds):
+        first = None
+        if self.first_prompt_weight and rounds:
+            first = _decode(self.model, features, images, _prompt_layout(maps, images))
+        for round_index in range(rounds):
             with torch.no_grad():
-                probs = torch.sigmoid(_decode(self.model, features, images, maps).float())
+                logits = first if round_index == 0 and first is not None else _decode(self.model, features, images, maps)
+                probs = torch.sigmoid(logits.detach().float())
                 pred = (probs[:, 0] > 0.5).cpu().numpy()
                 for i, prompt in enumerate(prompts):
                     prompt.add(largest_error_click(pred[i], target_np[i], rng=rng))
                 maps = render_batch(size, prompts, probs, images.device)
-        if maps.dtype != images.dtype:
-            maps = maps.to(images.dtype)
-        if images.is_contiguous(memory_format=torch.channels_last):
-            maps = maps.contiguous(memory_format=torch.channels_last)
-        return _decode(self.model, features, images, maps), target
+        return _decode(self.model, features, images, _prompt_layout(maps, images)), target, first
 
 
 @torch.no_grad()

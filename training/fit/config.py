@@ -94,6 +94,7 @@ class FitConfig:
     ae_epochs: int = 10
     clicks_rounds: int = 3
     copy_paste: float = 0.0
+    first_prompt_loss: float = 0.0
     init_from: str | None = None
     freeze_encoder: bool = False
     freeze_norm: bool = False
@@ -202,6 +203,10 @@ class FitConfig:
             raise FitError("--ae-epochs must be 0 or more")
         if not 0 <= self.copy_paste <= 1:
             raise FitError(f"--copy-paste {self.copy_paste}: must be between 0 and 1")
+        if self.first_prompt_loss < 0:
+            raise FitError(f"--first-prompt-loss {self.first_prompt_loss}: must be 0 or more")
+        if self.first_prompt_loss and arch.task != PROMPT:
+            raise FitError(f"--first-prompt-loss is only for {_names(lambda a: a.task == PROMPT, ' and ')}")
         if self.copy_paste and arch.task != PROMPT:
             raise FitError(f"--copy-paste is only for {_names(lambda a: a.task == PROMPT, ' and ')} "
                            "(it makes the other pets background)")
@@ -340,6 +345,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     p.add_argument("--copy-paste", type=float, default=d["copy_paste"], metavar="P",
                    help=f"{_names(lambda a: a.task == PROMPT)}: with probability P paste 1-2 other photos' pets "
                    "beside the photo's pet, one of them the target (instance-aware training)")
+    p.add_argument("--first-prompt-loss", type=float, default=d["first_prompt_loss"], metavar="W",
+                   help=f"{_names(lambda a: a.task == PROMPT)}: also judge the initial prompt's own prediction "
+                   "(before the corrective clicks), with this weight: one click is what a user tries first")
     p.add_argument("--init-from", default=d["init_from"], metavar="CHECKPOINT", required=finetune,
                    help="fine-tune: start from this checkpoint's weights (its architecture options and "
                    "input size are used; the best checkpoint must beat it on the validation photos)")

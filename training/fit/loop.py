@@ -35,7 +35,7 @@ def start_phase(run: Run, index: int,
     cfg, rt, model = run.cfg, run.rt, run.model
     name, epochs = run.phases[index]
     model_setup.configure_phase(model, run.arch, name, run.config, cfg.freeze_encoder)
-    step_module = model_setup.step_module(model, run.arch, name)
+    step_module = model_setup.step_module(model, run.arch, name, cfg.first_prompt_loss)
     params = model_setup.trainable_parameters(model)
     if rt.distributed:
         step_module = nn.parallel.DistributedDataParallel(
@@ -165,8 +165,10 @@ def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tenso
     if run.arch.task == PROMPT:
         rounds = random.randint(0, max(0, run.cfg.clicks_rounds))
         seed = int(np.random.randint(2**31 - 1))
-        logits, target = phase.step_module(images, masks, rounds, seed)
+        logits, target, first_logits = phase.step_module(images, masks, rounds, seed)
         loss = run.criterion(logits, target)
+        if first_logits is not None:
+            loss = loss + run.cfg.first_prompt_loss * run.criterion(first_logits, target)
     elif phase.name == RECONSTRUCTION:
         recon = phase.step_module(images)
         loss = nn.functional.mse_loss(recon.float(), images.float())

@@ -112,12 +112,12 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def step_module(model: nn.Module, arch: Architecture, phase: str) -> nn.Module:
+def step_module(model: nn.Module, arch: Architecture, phase: str, first_prompt_weight: float = 0.0) -> nn.Module:
     """The module whose forward one training step calls (the one DDP wraps)."""
     if arch.task == PROMPT:
         from training.prompt_training import PromptTrainingStep
 
-        return PromptTrainingStep(model)
+        return PromptTrainingStep(model, first_prompt_weight)
     if phase == RECONSTRUCTION:
         return _Reconstruct(model)
     return model

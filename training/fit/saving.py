@@ -108,6 +108,7 @@ def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -
         "pretrained": run.pretrained,
         "encoder": run.config.get("encoder"),
         "copy_paste": cfg.copy_paste if prompt else None,
+        "first_prompt_loss": cfg.first_prompt_loss if prompt else None,
         "init_from": cfg.init_from,
         "parent_val": progress.parent,
         "freeze_encoder": cfg.freeze_encoder,
