@@ -17,6 +17,7 @@ from PyQt5.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -83,6 +84,8 @@ class JobDialog(QDialog):
         self.form = QFormLayout()
         self.progress = QProgressBar()
         self.rate_label = QLabel("")
+        self.rate_label.setWordWrap(True)  # a long status wraps and never widens the dialog
+        self.rate_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.start_button = QPushButton(start_text)

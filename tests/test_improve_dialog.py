@@ -234,10 +234,14 @@ def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot
     assert again.replay.text() == str(too_small) and again.epochs.value() == REPLAY_EPOCHS
     again.replay.clear()
     assert again.epochs.value() == DEFAULT_EPOCHS
-    qtbot.keyClicks(again.replay, str(tmp_path / "gone"))  # checked before any photo is copied
+    gone = tmp_path / ("gone" * 40)
+    width = again.width()
+    qtbot.keyClicks(again.replay, str(gone))  # checked before any photo is copied
     again.start_button.click()
-    assert again.rate_label.text() == f"Original data: {tmp_path / 'gone'} is not a folder"
+    assert again.rate_label.text() == f"Original data: {gone} is not a folder"
     assert not again.running() and again.start_button.isEnabled()
+    qtbot.wait(100)  # the layout settles
+    assert again.width() == width  # a long status line wraps instead of widening the dialog
 
 
 def test_starts_from_follows_the_model_chosen_while_the_dialog_is_open(qtbot, app, photos_folder, constant_models):
