@@ -68,8 +68,8 @@ def validate_parent(run: Run, progress: Progress) -> None:
     progress.best = metrics["miou"]
     kept = "" if "replay_miou" not in row else (
         f" and keep the replayed photos' mIoU {row['replay_miou']:.4f} within {REPLAY_TOLERANCE}")
-    run.rt.log(f"--init-from: val mIoU {metrics['miou']:.4f} before fine-tuning; an epoch must beat it{kept} "
-               "to write best.safetensors")
+    run.rt.log(f"the starting model (--init-from) scores val mIoU {metrics['miou']:.4f} on the photos kept aside; "
+               f"an epoch must beat it{kept} to be saved as best.safetensors")
     emit(run, "parent", **progress.parent)
 
 

@@ -173,9 +173,10 @@ def load_saved_weights(run: Run, progress: Progress) -> bool:
 def announce(run: Run) -> None:
     """Say what is trained on what (and which encoder, and why), and warn when --bf16 would be emulated on this CPU."""
     cfg, rt = run.cfg, run.rt
-    rt.log(f"{cfg.arch} {run.config}: {run.data.summary['train_images']} train / {run.data.summary['val_images']} "
-           f"val photos at {cfg.size} px on {run.hardware['device']} x{rt.world} ({run.hardware['precision']}); "
-           f"writing {run.out}")
+    options = ", ".join(f"{key} {value}" for key, value in run.config.items())
+    rt.log(f"{cfg.arch} ({options}): {run.data.summary['train_images']} photos to train on, "
+           f"{run.data.summary['val_images']} kept aside to validate, at {cfg.size} px on "
+           f"{run.hardware['device']} x{rt.world} ({run.hardware['precision']}); writing {run.out}")
     encoder = cfg.encoder_line(run.resumed)
     if encoder is not None:
         rt.log(encoder)
