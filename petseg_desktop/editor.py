@@ -16,6 +16,8 @@ from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QUndoStack
 
 from models.classes import CAT, CLASS_NAMES
+from models.errors import one_line
+from models.formats import FormatError
 from models.images import load_rgb
 from petseg_desktop.annotation import (
     AnnotationObject,
@@ -29,7 +31,14 @@ from petseg_desktop.annotation import (
 )
 from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.folder import mask_path
-from petseg_desktop.mask_files import MaskNotOurs, objects_digest, should_write, state_of, write_masks
+from petseg_desktop.mask_files import (
+    MaskNotOurs,
+    objects_digest,
+    objects_of_mask_file,
+    should_write,
+    state_of,
+    write_masks,
+)
 from petseg_desktop.prefetch import ImagePrefetcher
 from petseg_desktop.sidecar import open_document, save_document, sidecar_path
 
@@ -72,6 +81,7 @@ class Editor(QObject):
         self._protected: Path | None = None  # a bad sidecar that could not be set aside: never written over
         self.read_only = False  # another instance writes this folder's sidecars: no edits, no writes
         self.auto_write = True  # rewrite the mask PNG whenever the accepted objects change (at autosave)
+        self._unusable_masks: set[Path] = set()  # photos whose mask file could not be shown (said once)
         self.mask_target: Callable[[], tuple[Path | None, bool]] = lambda: (None, False)  # output folder, colour PNG
         self.overwrite_ok: set[Path] = set()  # masks PetSeg did not write that the user let it replace
         self.refused: set[Path] = set()  # ... and those the user kept (not asked again)
@@ -97,6 +107,8 @@ class Editor(QObject):
         self._protected = problem.path if problem is not None and problem.kept is None else None
         if problem is not None:
             self.error.emit("Annotation not restored", str(problem))
+        elif not doc.objects and doc.mask_digest is None:
+            self._show_mask_file(doc)
         self.rgb, self.doc = rgb, doc
         self.image_id += 1
         self._request_id += 1
@@ -111,6 +123,20 @@ class Editor(QObject):
         if self.semantic_available:
             self.worker.segment(self.image_id)
         self.changed.emit()
+
+    def _show_mask_file(self, doc: ImageAnnotation) -> None:
+        """A photo without objects whose mask file exists (made in another tool, or its annotation
+        lost): its objects are that mask's, recorded as written, so the photo stays saved until edited.
+        A file that is not a mask of this photo is said once per file."""
+        try:
+            doc.objects = objects_of_mask_file(doc.image_path, self.mask_target()[0], doc.shape)
+        except (FormatError, OSError) as problem:
+            if doc.image_path not in self._unusable_masks:
+                self._unusable_masks.add(doc.image_path)
+                self.error.emit("Mask not shown", f"The mask of {doc.image_path.name} is not shown: {one_line(problem)}")
+            return
+        if doc.objects:
+            doc.mask_digest = objects_digest(doc.objects)
 
     def close_image(self) -> None:
         self.flush()

@@ -6,7 +6,8 @@ written from the objects the sidecar holds now). "Current" is decided by a diges
 classes and masks (their run lengths as the sidecar stores them), recorded in the sidecar's optional
 ``mask_written`` field when the mask is written: robust to clock changes and copies, and cheap (no
 mask is decoded). Masks carry the PNG text chunk :data:`APP_MARK`; an existing mask without it (or
-petseg-export's mark) was written by someone else and is never replaced unless the user agrees.
+petseg-export's mark) was written by someone else and is never replaced unless the user agrees;
+opened with no annotation, such a mask is shown as objects (:func:`objects_of_mask_file`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from models.classes import MASK_PALETTE
+from models.formats.png import load_mask_checked, objects_from_maps
 from models.images import save_png_atomic
-from petseg_desktop.annotation import AnnotationObject, ImageAnnotation
+from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
 from petseg_desktop.export_files import EXPORT_MARK, has_png_mark
 from petseg_desktop.folder import colour_path, mask_path
 from petseg_desktop.sidecar import (
@@ -35,6 +37,7 @@ from petseg_desktop.sidecar import (
 
 APP_MARK = {"Software": "petseg"}  # PNG text chunk on every mask the app writes
 TODO, UNSAVED, SAVED = "todo", "unsaved", "annotated"
+MASK_FILE_SOURCE = "mask file"  # AnnotationObject.source of the objects read from an existing mask
 
 
 class MaskNotOurs(OSError):
@@ -119,6 +122,20 @@ def write_masks(
         save_png_atomic(targets[1], labels, palette=MASK_PALETTE, text=APP_MARK)  # the dataset's colours
     doc.mask_digest = objects_digest(doc.objects)
     return targets
+
+
+def objects_of_mask_file(image_path: Path, output_dir: Path | None, shape: tuple[int, int]) -> list[AnnotationObject]:
+    """The objects (one per class) of the photo's existing mask file, [] when there is none.
+
+    For a photo opened without objects: a mask made in another tool (or whose annotation was lost)
+    is shown, not just counted. FormatError (one line) for a file that is not a mask of this photo;
+    its size is checked from the header before anything is decoded.
+    """
+    path = mask_path(image_path, output_dir)
+    if not path.is_file():
+        return []
+    labels = load_mask_checked(path, shape, beside="photo")
+    return [AnnotationObject(o.class_id, o.mask, Prompts(), MASK_FILE_SOURCE) for o in objects_from_maps(labels, None, path)]
 
 
 def load_saved(image_path: Path) -> ImageAnnotation:

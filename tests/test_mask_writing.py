@@ -87,11 +87,12 @@ def test_without_automatic_writing_the_list_and_closing_tell(qtbot, with_models,
 
 
 def mask_made_elsewhere(image, label: int) -> tuple:
-    """Write ``image``'s mask file (all ``label``) as another tool would: no PetSeg mark. Returns
-    the mask's path and its pixels."""
+    """Write ``image``'s mask file (its bottom fifth ``label``, away from where :func:`paint_object`
+    paints) as another tool would: no PetSeg mark. Returns the mask's path and its pixels."""
     target = mask_path(image)
     with Image.open(image) as photo:
-        theirs = np.full((photo.height, photo.width), label, dtype=np.uint8)
+        theirs = np.zeros((photo.height, photo.width), dtype=np.uint8)
+    theirs[theirs.shape[0] * 4 // 5:] = label
     Image.fromarray(theirs).save(target)
     return target, theirs
 
@@ -121,11 +122,52 @@ def test_a_stray_click_undone_on_a_mask_made_elsewhere_leaves_it_saved(qtbot, wi
     paint_object(qtbot, w)
     qtbot.waitUntil(lambda: w.files.state(0) == UNSAVED, timeout=WAIT)
     key(qtbot, w, "Ctrl+Z")
-    qtbot.waitUntil(lambda: not w.editor.doc.objects, timeout=WAIT)
+    qtbot.waitUntil(lambda: len(w.editor.doc.objects) == 1, timeout=WAIT)  # the mask file's object again
     w.editor.flush()
     qtbot.waitUntil(lambda: w.files.state(0) == SAVED, timeout=WAIT)
     assert mask_state(image) == SAVED  # what Improve on this folder and the Files list read from disk
     assert np.array_equal(np.array(Image.open(target)), theirs)
+
+
+def test_a_mask_made_elsewhere_is_shown_as_its_objects_and_kept(qtbot, window, photos, dialogs):
+    """Opened with no annotation, a mask file from another tool shows as one object per class (the
+    file list and the canvas agree); nothing is written until an edit, and then the file is still
+    not replaced without asking. A mask that does not fit its photo is said once, in one line."""
+    w = window
+    first, second = sorted(photos.iterdir())[:2]
+    target = mask_path(first)
+    with Image.open(first) as photo:
+        theirs = np.zeros((photo.height, photo.width), dtype=np.uint8)
+    theirs[10:60, 10:70], theirs[70:110, 80:150], theirs[60:62] = 1, 2, 255
+    Image.fromarray(theirs).save(target)
+    before = target.read_bytes()
+    open_and_wait(qtbot, w, first)
+    objects = w.editor.doc.objects
+    assert [o.class_id for o in objects] == [1, 2] and w.objects.list.count() == 2
+    shown = w.editor.doc.label_map()
+    assert np.array_equal(shown[theirs != 255], theirs[theirs != 255])
+    assert "mask file" in w.objects.list.item(0).text()
+    assert w.files.state(0) == SAVED
+
+    w.objects.list.setCurrentRow(0)
+    w.objects.deleteRequested.emit(w.objects.selected())  # the panel's Delete button
+    qtbot.waitUntil(lambda: w.files.state(0) == UNSAVED, timeout=WAIT)
+    qtbot.waitUntil(lambda: any("not written by PetSeg" in text for _, _, text in dialogs), timeout=WAIT)
+    assert target.read_bytes() == before
+    key(qtbot, w, "Ctrl+Z")
+    qtbot.waitUntil(lambda: w.files.state(0) == SAVED, timeout=WAIT)
+
+    Image.fromarray(theirs[:50, :50]).save(mask_path(second))  # not this photo's size
+    asked = len(dialogs)
+    open_and_wait(qtbot, w, second)
+    assert w.editor.doc.objects == [] and len(dialogs) == asked + 1
+    assert dialogs[-1][1:] == ("Mask not shown", f"The mask of {second.name} is not shown: {second.stem}_mask.png: "
+                               "50x50 mask beside a {}x{} photo".format(*Image.open(second).size))
+    open_and_wait(qtbot, w, first)
+    open_and_wait(qtbot, w, second)
+    assert len(dialogs) == asked + 1  # once per file
+    w.editor.flush()
+    assert mask_state(first) == SAVED and target.read_bytes() == before
 
 
 def test_read_only_folders_write_no_masks_but_show_states(qtbot, with_models, dialogs, photos):

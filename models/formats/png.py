@@ -61,11 +61,12 @@ def export_png(
     return files
 
 
-def _load(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
-    """A mask PNG's indices, its size checked from the header (and against ``shape``) before decoding."""
+def load_mask_checked(path: Path, shape: tuple[int, int] | None, beside: str = "index mask") -> np.ndarray:
+    """A mask PNG's indices, its size checked from the header (against ``shape``, that of the
+    ``beside`` it belongs to) before decoding; FormatError (one line) otherwise."""
     size = photo_size(path)
-    if shape is not None and size != shape:
-        raise FormatError(path, f"{size[1]}x{size[0]} mask beside a {shape[1]}x{shape[0]} index mask")
+    if shape is not None and size != tuple(shape):
+        raise FormatError(path, f"{size[1]}x{size[0]} mask beside a {shape[1]}x{shape[0]} {beside}")
     try:
         return load_mask(path)
     except ImageLoadError as error:
@@ -99,9 +100,9 @@ def import_mask_folder(folder: Path, photos: Path | None = None) -> list[PhotoOb
     for path in sorted(folder.glob("*.png")):
         if path.stem.endswith(INSTANCE_SUFFIX) or path.name.startswith("."):
             continue
-        labels = _load(path, None)
+        labels = load_mask_checked(path, None)
         instance_path = path.with_name(f"{path.stem}{INSTANCE_SUFFIX}.png")
-        instances = _load(instance_path, labels.shape) if instance_path.is_file() else None
+        instances = load_mask_checked(instance_path, labels.shape) if instance_path.is_file() else None
         stem = path.stem.removesuffix("_mask")
         photo = find_photo(photos, stem) if photos != folder or stem != path.stem else None
         check_photo_size(photo, labels.shape, path)
