@@ -265,10 +265,10 @@ class ImproveDialog(JobDialog):
         run, kind = self.current, event["event"]
         if kind == "parent":
             run.before = event
-        elif kind == "epoch":
+        elif kind in ("epoch", "mix"):  # a mixture with the starting model is judged like an epoch
             run.record_epoch(event)
         elif kind == "done":
-            run.best = run.best if event.get("best_epoch") else {}
+            run.best = run.best if event.get("best_epoch") or event.get("mixed") is not None else {}
         elif kind == "step" and not self._cancelling:
             self._show_step(event)
 

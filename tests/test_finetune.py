@@ -70,11 +70,95 @@ def test_finetune_takes_the_parents_options_and_reports_progress(annotated_folde
     assert last["arch"] == "unet" and last["input_size"] == 64 and last["config"]["base"] == 8  # the parent's
     assert last["training"]["init_from"] == str(parent) and last["training"]["parent_val"]["val_miou"] == parent_miou
     assert last["training"]["train_images"] + last["training"]["val_images"] == 12
-    if done["best_epoch"]:  # written only by an epoch that beat the parent on the photos kept aside
+    assert [e["alpha"] for e in events if e["event"] == "mix"] == [0.75, 0.5, 0.25]  # finetune mixes by default
+    if done["best_epoch"] or done["mixed"] is not None:  # written only when it beat the parent on the photos kept aside
         assert read_metadata(out / "best.safetensors")["metrics"]["miou"] > parent_miou
     else:
         assert not (out / "best.safetensors").exists()
         assert "no epoch beat" in captured.err
+
+
+def test_mixtures_with_the_parent_are_judged_like_epochs(annotated_folder, parent, tmp_path, capsys):
+    """--mix-parent: after the last epoch, its weights mixed with the parent's are validated; the best of
+    the epochs and the mixtures is best.safetensors, and a winning mixture is exactly that mixture."""
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from training.fit.mixing import mixed_weights
+
+    model, meta = load_checkpoint(parent)
+    with torch.no_grad():
+        model.decoder.head.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))  # says "dog" more: training beats it
+    start = save_checkpoint(tmp_path / "start.safetensors", model, meta)
+    out = tmp_path / "run"
+    assert main(["finetune", "--init-from", str(start), "--data", str(annotated_folder), "--out", str(out),
+                 "--epochs", "2", "--lr", "0.1", "--no-freeze-encoder", "--anchor", "0", "--progress-json", *TINY]) == 0
+    events = progress_events(capsys.readouterr().out)
+    done = events[-1]
+    judged = [e for e in events if e["event"] in ("epoch", "mix")]
+    assert [e["event"] for e in judged] == ["epoch", "epoch", "mix", "mix", "mix"]
+    assert done["best_val_miou"] == pytest.approx(max(e["val_miou"] for e in judged), abs=1e-5)
+    best = read_metadata(out / "best.safetensors")
+    assert best["metrics"]["miou"] == pytest.approx(done["best_val_miou"])
+    assert best["training"]["mixed_with_parent"] == done["mixed"]
+    if done["mixed"] is not None:
+        expected = mixed_weights(load_file(str(start)), load_file(str(out / "last.safetensors")), done["mixed"])
+        saved = load_file(str(out / "best.safetensors"))
+        assert all(torch.allclose(saved[name], value) for name, value in expected.items())
+
+
+def test_the_mixture_between_two_biased_copies_of_a_good_model_wins(pets_root):
+    """The shipped model G with its "dog" bias raised (the start) and lowered (the fine-tuned end) by
+    the same amount: the halfway mixture is G itself, which beats both ends on real photos, so
+    try_mixtures picks 0.5, reports every verdict with that mixture loaded, and leaves the model as it was."""
+    from models.checkpoint import load_checkpoint
+    from models.images import load_mask, load_rgb
+    from models.predictor import Segmenter
+    from training.fit.mixing import try_mixtures
+    from training.fit.run import Progress
+    from training.metrics import ConfusionMatrix
+
+    model, meta = load_checkpoint(Path("resources/checkpoints/petseg-unet-effnet256.safetensors"))
+    model.eval()
+    label_dir = pets_root / "TrainVal" / "label"
+    stems = sorted(p.stem for p in label_dir.glob("*.png"))
+    photos = [s for s in stems if s.startswith("Bengal_")][:2] + [s for s in stems if s.startswith("pug_")][:2]
+    segmenter = Segmenter(model, meta, torch.device("cpu"))
+
+    def validate(row: dict) -> dict:
+        confusion = ConfusionMatrix()
+        for stem in photos:
+            confusion.update(segmenter.segment(load_rgb(pets_root / "TrainVal" / "color" / f"{stem}.jpg")),
+                             load_mask(label_dir / f"{stem}.png"))
+        row["val_miou"] = confusion.labelled_mean_iou()
+        return {"miou": row["val_miou"]}
+
+    good = {name: value.clone() for name, value in model.state_dict().items()}
+    shift = torch.tensor([0.0, 0.0, 6.0])
+    start = {**good, "decoder.head.bias": good["decoder.head.bias"] + shift}
+    tuned = {**good, "decoder.head.bias": good["decoder.head.bias"] - shift}
+    progress = Progress()
+    model.load_state_dict(start)
+    progress.best = validate({})["miou"]
+    model.load_state_dict(tuned)
+    verdicts = []
+
+    def judged(alpha, row, metrics, improved):
+        verdicts.append((alpha, improved, float(model.state_dict()["decoder.head.bias"][2])))
+
+    assert try_mixtures(model, start, progress, validate, judged) == 0.5
+    assert progress.mixed == 0.5 and progress.best > validate({})["miou"]  # beats the fine-tuned end too
+    good_bias = float(good["decoder.head.bias"][2])
+    assert [(a, i) for a, i, _ in verdicts][1] == (0.5, True) and not verdicts[2][1]
+    assert verdicts[1][2] == pytest.approx(good_bias)  # judged with that mixture loaded
+    assert torch.equal(model.state_dict()["decoder.head.bias"], tuned["decoder.head.bias"])
+
+
+def test_mixed_weights_interpolate_floats_and_keep_counters():
+    from training.fit.mixing import mixed_weights
+
+    start = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    tuned = {"w": torch.tensor([4.0, -4.0, 8.0]), "n": torch.tensor(9)}
+    mixed = mixed_weights(start, tuned, 0.25)
+    assert torch.equal(mixed["w"], torch.tensor([1.0, -1.0, 2.0])) and int(mixed["n"]) == 9
 
 
 def test_finetune_writes_best_only_when_it_beats_a_bad_parent(annotated_folder, parent, tmp_path, capsys):

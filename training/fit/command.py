@@ -15,7 +15,7 @@ import torch.distributed as dist
 from training.fit.config import FitConfig
 from training.fit.data import Data, check_samples, prepare_samples
 from training.fit.errors import FitInterrupted
-from training.fit.loop import start_phase, train_phase, validate_parent
+from training.fit.loop import mix_with_parent, start_phase, train_phase, validate_parent
 from training.fit.parent import with_parent
 from training.fit.out_folder import out_path, run_folder
 from training.fit.run import Progress, announce, build_run, load_saved_weights
@@ -78,15 +78,21 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
         phase, first_epoch = start_phase(run, index, (resume_tensors, resume_header) if resuming else None)
         if train_phase(run, phase, first_epoch, progress, run_log):
             break
+    else:
+        if cfg.mix_parent and progress.start_phase < len(run.phases):
+            mix_with_parent(run, phase, progress)
     if rt.main:
         with write_errors(run):
             run_log.finish(progress.history)
     if rt.distributed:
         dist.barrier()  # no rank tears the process group down while rank 0 still writes
-    if progress.best_epoch:
+    if progress.mixed is not None:
+        rt.log(f"done: best val mIoU {progress.best:.4f} (the last epoch mixed with the starting model, "
+               f"{progress.mixed:.2f} of its change kept); checkpoints in {run.out}")
+    elif progress.best_epoch:
         rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
     else:
         rt.log(f"done: no epoch beat --init-from's val mIoU {progress.best:.4f}; no best.safetensors in {run.out}")
-    emit(run, "done", best_val_miou=progress.best, best_epoch=progress.best_epoch, parent=progress.parent,
-         out=str(run.out))
+    emit(run, "done", best_val_miou=progress.best, best_epoch=progress.best_epoch, mixed=progress.mixed,
+         parent=progress.parent, out=str(run.out))
     return 0

@@ -39,7 +39,8 @@ MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keyword
 # guards against forgetting that need no original data (a frozen encoder, batch-norm statistics
 # kept, the species guard, the --anchor pull). Chosen by the study in MODEL_CARD.md.
 FINETUNE_DEFAULTS = {"epochs": 10, "lr": 3e-4, "warmup_epochs": 0.5, "val_fraction": 0.2, "anchor": 0.01,
-                     "freeze_encoder": True, "freeze_norm": True, "species_guard": 1.0, "workers": 0}
+                     "freeze_encoder": True, "freeze_norm": True, "species_guard": 1.0, "workers": 0,
+                     "mix_parent": True}
 # ``finetune --replay DATA``: where the original data is present, replaying it is the guard (with
 # the forgetting check on its photos kept aside), so the whole model trains, longer and gentler,
 # and the labels teach the cat/dog split too. Options given on the command line still win.
@@ -99,6 +100,7 @@ class FitConfig:
     freeze_encoder: bool = False
     freeze_norm: bool = False
     anchor: float = 0.0
+    mix_parent: bool = False
     species_guard: float = 0.0
     replay: str | None = None
     replay_ratio: float = 3.0
@@ -210,6 +212,8 @@ class FitConfig:
         if self.copy_paste and arch.task != PROMPT:
             raise FitError(f"--copy-paste is only for {_names(lambda a: a.task == PROMPT, ' and ')} "
                            "(it makes the other pets background)")
+        if self.mix_parent and not self.init_from:
+            raise FitError("--mix-parent mixes the fine-tuned weights with --init-from's; give --init-from CHECKPOINT")
         if self.anchor and not self.init_from:
             raise FitError("--anchor keeps the weights near --init-from's; give --init-from CHECKPOINT")
         if self.freeze_encoder and RECONSTRUCTION in arch.phases:
@@ -356,6 +360,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     p.add_argument("--freeze-norm", action=argparse.BooleanOptionalAction, default=d["freeze_norm"],
                    help="batch-norm layers keep the statistics they start with (eval mode) while the rest trains: "
                    "a small folder's batches would otherwise replace them")
+    p.add_argument("--mix-parent", action=argparse.BooleanOptionalAction, default=d["mix_parent"],
+                   help="after the last epoch, also try its weights mixed back with --init-from's (0.75, 0.5, 0.25 "
+                   "of the change kept; WiSE-FT): a mixture that beats every epoch becomes best.safetensors")
     p.add_argument("--anchor", type=float, default=d["anchor"], metavar="STRENGTH",
                    help="with --init-from: L2 pull of the trained weights towards the starting ones "
                    "(guards against forgetting on a small folder; 0 = off)")

@@ -18,11 +18,12 @@ from models.registry import RECONSTRUCTION, SEGMENTATION
 from training.fit import model_setup
 from training.fit.config import REPLAY_TOLERANCE
 from training.fit.errors import FitError
-from training.fit.parent import anchor_penalty
+from training.fit.mixing import try_mixtures
+from training.fit.parent import anchor_penalty, load_parent
 from training.fit.run import Phase, Progress, Run
 from training.fit.run_log import RunLog, emit
 from training.fit.runtime import batch_to_device
-from training.fit.saving import save_epoch, write_errors
+from training.fit.saving import save_epoch, save_mixture, write_errors
 from training.fit.schedule import lr_at
 from training.fit.state import restore_optimizer, set_rng_state
 from training.fit.validation import validate_prompt, validate_semantic
@@ -102,6 +103,26 @@ def train_phase(run: Run, phase: Phase, first_epoch: int, progress: Progress, ru
             rt.log(reason)
             return True
     return False
+
+
+def mix_with_parent(run: Run, phase: Phase, progress: Progress) -> None:
+    """``--mix-parent``: the last epoch's weights mixed back with the starting model's, each mixture
+    judged like an epoch (:mod:`training.fit.mixing`)."""
+    def judged(alpha: float, row: dict[str, Any], metrics: dict[str, Any], improved: bool) -> None:
+        if not run.rt.main:
+            return
+        if improved:
+            with write_errors(run):
+                save_mixture(run, phase, metrics, progress)
+        replay = "" if row.get("replay_miou") is None else (
+            f", replayed photos' mIoU {row['replay_miou']:.4f}{' (forgets)' if progress.forgets(row) else ''}")
+        run.rt.log(f"mixed with the starting model, {alpha:.2f} of the fine-tuned change kept: "
+                   f"val mIoU {metrics['miou']:.4f}{replay}{' (best)' if improved else ''}")
+        emit(run, "mix", alpha=alpha, improved=improved,
+             **{key: row[key] for key in ("val_miou", "iou_1click", "replay_miou") if key in row})
+
+    start = run.anchor if run.anchor is not None else load_parent(run.cfg)
+    try_mixtures(run.model, start, progress, lambda row: _validate(run, row), judged)
 
 
 def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]:

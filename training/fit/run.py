@@ -66,6 +66,7 @@ class Progress:
     start_epoch: int = 0  # ...and the epochs already done in that phase
     epochs_this_run: int = 0
     parent: dict[str, Any] | None = None  # --init-from: the parent's validation metrics, the best to beat
+    mixed: float | None = None  # --mix-parent: the winning mixture's alpha (best.safetensors is that mixture)
 
     @classmethod
     def saved(cls, header: dict[str, Any]) -> Progress:

@@ -23,12 +23,33 @@ def save_epoch(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], impr
                progress: Progress) -> None:
     """``last.safetensors`` (and ``best.safetensors`` when ``improved``) and the resume state: all
     written first, then renamed into place, so that a failed write leaves the last epoch's files."""
-    from models.checkpoint import make_metadata, save_checkpoint
+    from models.checkpoint import save_checkpoint
+
+    metadata = _metadata(run, phase, epoch, metrics, progress)
+    names = ["last.safetensors", STATE_NAME] + (["best.safetensors"] if improved else [])
+    with staged([run.out / name for name in names]) as (last, state, *best):
+        for path in (last, *best):
+            save_checkpoint(path, run.model, metadata)
+        save_train_state(state, phase.optimizer, phase.scaler, _state_info(run, phase, epoch, metadata, progress))
+
+
+def save_mixture(run: Run, phase: Phase, metrics: dict[str, Any], progress: Progress) -> None:
+    """``best.safetensors`` from the model's current weights, a mixture with the starting model's
+    (``progress.mixed``, see :mod:`training.fit.mixing`); the last epoch's files stay as they are."""
+    from models.checkpoint import save_checkpoint
+
+    metadata = _metadata(run, phase, phase.epochs - 1, metrics, progress)
+    with staged([run.out / "best.safetensors"]) as (best,):
+        save_checkpoint(best, run.model, metadata)
+
+
+def _metadata(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from models.checkpoint import make_metadata
 
     cfg = run.cfg
     meta_metrics = {k: v for k, v in metrics.items() if k != "val_loss"}
     meta_metrics["val_loss"] = metrics.get("val_loss")
-    metadata = make_metadata(
+    return make_metadata(
         cfg.arch, run.config, cfg.size, run.model.normalization,
         training=_training_metadata(run, phase, epoch, progress),
         metrics=meta_metrics,
@@ -36,11 +57,6 @@ def save_epoch(run: Run, phase: Phase, epoch: int, metrics: dict[str, Any], impr
         seconds=round(time.time() - run.started + run.prior_seconds, 1),
         hardware=run.hardware,
     )
-    names = ["last.safetensors", STATE_NAME] + (["best.safetensors"] if improved else [])
-    with staged([run.out / name for name in names]) as (last, state, *best):
-        for path in (last, *best):
-            save_checkpoint(path, run.model, metadata)
-        save_train_state(state, phase.optimizer, phase.scaler, _state_info(run, phase, epoch, metadata, progress))
 
 
 @contextmanager
@@ -113,4 +129,5 @@ def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -
         "parent_val": progress.parent,
         "freeze_encoder": cfg.freeze_encoder,
         "anchor": cfg.anchor,
+        "mixed_with_parent": progress.mixed,  # the share of the fine-tuned change kept (best.safetensors only)
     }
