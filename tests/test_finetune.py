@@ -75,7 +75,7 @@ def test_finetune_takes_the_parents_options_and_reports_progress(annotated_folde
         assert read_metadata(out / "best.safetensors")["metrics"]["miou"] > parent_miou
     else:
         assert not (out / "best.safetensors").exists()
-        assert "no epoch beat" in captured.err
+        assert "no epoch nor mixture beat" in captured.err
 
 
 def test_mixtures_with_the_parent_are_judged_like_epochs(annotated_folder, parent, tmp_path, capsys):

@@ -92,7 +92,8 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
     elif progress.best_epoch:
         rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
     else:
-        rt.log(f"done: no epoch beat --init-from's val mIoU {progress.best:.4f}; no best.safetensors in {run.out}")
+        tried = "no epoch nor mixture" if cfg.mix_parent else "no epoch"
+        rt.log(f"done: {tried} beat --init-from's val mIoU {progress.best:.4f}; no best.safetensors in {run.out}")
     emit(run, "done", best_val_miou=progress.best, best_epoch=progress.best_epoch, mixed=progress.mixed,
          parent=progress.parent, out=str(run.out))
     return 0
