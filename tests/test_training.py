@@ -199,7 +199,7 @@ def test_first_prompt_loss_judges_the_initial_prompt_alone():
     masks[0, 10:40, 10:40] = 1
     masks[1, 20:60, 5:30] = 2
     images = torch.randn(2, 3, 64, 64)
-    final, target, first = PromptTrainingStep(model, first_prompt_weight=0.5)(images, masks, rounds=2, seed=3)
+    final, target, first = PromptTrainingStep(model, judge_first_prompt=True)(images, masks, rounds=2, seed=3)
     assert first is not None and first.shape == final.shape and first.requires_grad
     rng = np.random.default_rng(3)
     prompts = [sample_initial_prompt(t == 1, rng) for t in target.numpy().astype(np.uint8)]
@@ -209,7 +209,7 @@ def test_first_prompt_loss_judges_the_initial_prompt_alone():
     assert not torch.allclose(final.detach(), alone, atol=1e-3)  # the corrective clicks changed it
     first.mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    assert PromptTrainingStep(model, first_prompt_weight=0.5)(images, masks, rounds=0, seed=3)[2] is None
+    assert PromptTrainingStep(model, judge_first_prompt=True)(images, masks, rounds=0, seed=3)[2] is None
 
 
 # --------------------------------------------------------------------------- fit, every architecture

@@ -8,7 +8,7 @@ batch) of corrective clicks: the model runs, the next click goes into its larges
 (positive in a missed region, negative in a false one; :func:`training.clicks.largest_error_click`)
 and its mask probabilities are fed back as the previous-mask channel. The final forward pass,
 with gradients, is the one the loss sees. The image is encoded once per batch; only the light
-decoder runs per round. With ``first_prompt_weight`` the initial prompt's own prediction is
+decoder runs per round. With ``judge_first_prompt`` the initial prompt's own prediction is
 judged too (with gradients), as Segment Anything trains every round: the corrective rounds leave
 the one-click case rare in the final pass, and one click is what a user tries first.
 
@@ -163,14 +163,14 @@ class PromptTrainingStep(nn.Module):
     Wrapping (rather than calling ``encode_image``/``decode`` from the trainer) keeps the
     gradient path inside ``forward``, which DistributedDataParallel needs to synchronise grads.
     ``forward(images, masks, rounds, seed)`` returns (final logits Bx1xSxS, object target BxSxS,
-    the initial prompt's logits or None). The latter come only with ``first_prompt_weight`` and
-    corrective rounds (without rounds the final pass is the initial prompt's).
+    the initial prompt's logits or None). The latter come only with ``judge_first_prompt`` and
+    corrective rounds (without rounds the final pass is the initial prompt's); the trainer weighs them.
     """
 
-    def __init__(self, model: nn.Module, first_prompt_weight: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, judge_first_prompt: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.first_prompt_weight = first_prompt_weight
+        self.judge_first_prompt = judge_first_prompt
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, rounds: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -181,7 +181,7 @@ class PromptTrainingStep(nn.Module):
         maps = render_batch(size, prompts, None, images.device)
         features = _encode(self.model, images)
         first = None
-        if self.first_prompt_weight and rounds:
+        if self.judge_first_prompt and rounds:
             first = _decode(self.model, features, images, _prompt_layout(maps, images))
         for round_index in range(rounds):
             with torch.no_grad():

@@ -36,7 +36,7 @@ def start_phase(run: Run, index: int,
     cfg, rt, model = run.cfg, run.rt, run.model
     name, epochs = run.phases[index]
     model_setup.configure_phase(model, run.arch, name, run.config, cfg.freeze_encoder)
-    step_module = model_setup.step_module(model, run.arch, name, cfg.first_prompt_loss)
+    step_module = model_setup.step_module(model, run.arch, name, cfg.first_prompt_loss > 0)
     params = model_setup.trainable_parameters(model)
     if rt.distributed:
         step_module = nn.parallel.DistributedDataParallel(
@@ -114,10 +114,8 @@ def mix_with_parent(run: Run, phase: Phase, progress: Progress) -> None:
         if improved:
             with write_errors(run):
                 save_mixture(run, phase, metrics, progress)
-        replay = "" if row.get("replay_miou") is None else (
-            f", replayed photos' mIoU {row['replay_miou']:.4f}{' (forgets)' if progress.forgets(row) else ''}")
         run.rt.log(f"mixed with the starting model, {alpha:.2f} of the fine-tuned change kept: "
-                   f"val mIoU {metrics['miou']:.4f}{replay}{' (best)' if improved else ''}")
+                   f"val mIoU {metrics['miou']:.4f}{_replay_note(row, progress)}{' (best)' if improved else ''}")
         emit(run, "mix", alpha=alpha, improved=improved,
              **{key: row[key] for key in ("val_miou", "iou_1click", "replay_miou") if key in row})
 
@@ -228,10 +226,15 @@ def _epoch_summary(run: Run, phase: Phase, epoch: int, train_loss: float, metric
         summary += f", val loss {metrics['val_loss']:.4f}, val mIoU {metrics['miou']:.4f}"
         if run.arch.task == PROMPT:
             summary += f" (IoU @1 click {metrics['iou_1click']:.4f})"
-        if row.get("replay_miou") is not None:
-            forgets = " (forgets)" if progress.forgets(row) else ""
-            summary += f", replayed photos' mIoU {row['replay_miou']:.4f}{forgets}"
+        summary += _replay_note(row, progress)
     return summary
+
+
+def _replay_note(row: dict[str, Any], progress: Progress) -> str:
+    """", replayed photos' mIoU ... (forgets)" for a log line, when ``row`` has one ("" otherwise)."""
+    if row.get("replay_miou") is None:
+        return ""
+    return f", replayed photos' mIoU {row['replay_miou']:.4f}{' (forgets)' if progress.forgets(row) else ''}"
 
 
 def _stop_reason(run: Run, phase: Phase, epoch: int, progress: Progress) -> str | None:

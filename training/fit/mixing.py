@@ -39,7 +39,7 @@ def try_mixtures(model: nn.Module, start: dict[str, torch.Tensor], progress: Pro
         model.load_state_dict(mixed_weights(start, tuned, alpha))
         row: dict[str, Any] = {"mix": alpha}
         metrics = validate(row)
-        improved = metrics["miou"] > progress.best and not progress.forgets(row)
+        improved = progress.beats(metrics["miou"], row)
         if improved:
             progress.best, progress.mixed, winner = metrics["miou"], alpha, alpha
         judged(alpha, row, metrics, improved)

@@ -112,12 +112,13 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def step_module(model: nn.Module, arch: Architecture, phase: str, first_prompt_weight: float = 0.0) -> nn.Module:
-    """The module whose forward one training step calls (the one DDP wraps)."""
+def step_module(model: nn.Module, arch: Architecture, phase: str, judge_first_prompt: bool = False) -> nn.Module:
+    """The module whose forward one training step calls (the one DDP wraps); ``judge_first_prompt``:
+    the prompt model's step also returns the initial prompt's prediction (``--first-prompt-loss``)."""
     if arch.task == PROMPT:
         from training.prompt_training import PromptTrainingStep
 
-        return PromptTrainingStep(model, first_prompt_weight)
+        return PromptTrainingStep(model, judge_first_prompt)
     if phase == RECONSTRUCTION:
         return _Reconstruct(model)
     return model

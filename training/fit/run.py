@@ -80,11 +80,15 @@ class Progress:
         ``--replay``, its mIoU on the replayed photos kept aside is within ``REPLAY_TOLERANCE`` of
         the starting model's)."""
         self.history.append(row)
-        improved = row["phase"] == SEGMENTATION and metrics["miou"] > self.best and not self.forgets(row)
+        improved = row["phase"] == SEGMENTATION and self.beats(metrics["miou"], row)
         if improved:
             self.best, self.best_epoch = metrics["miou"], epoch + 1
         self.epochs_this_run += 1
         return improved
+
+    def beats(self, miou: float, row: dict[str, Any]) -> bool:
+        """Whether validation mIoU ``miou`` (its log ``row``) beats the best so far without forgetting."""
+        return miou > self.best and not self.forgets(row)
 
     def forgets(self, row: dict[str, Any]) -> bool:
         """True when the epoch's ``replay_miou`` fell more than ``REPLAY_TOLERANCE`` below the parent's."""
