@@ -213,6 +213,9 @@ def test_finetune_refuses_options_that_cannot_work(annotated_folder, parent, tmp
 def test_anchor_needs_a_parent_and_a_bad_parent_is_one_line(annotated_folder, tmp_path, capsys):
     assert main(["fit", "--arch", "unet", "--data", str(annotated_folder), "--anchor", "0.1", *TINY]) == 2
     assert "--anchor keeps the weights near --init-from's" in capsys.readouterr().err
+    assert main(["fit", "--arch", "unet", "--data", str(annotated_folder), "--mix-parent", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--mix-parent mixes the fine-tuned weights with --init-from's" in err and len(err.strip().splitlines()) == 1
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint")
     assert main(["finetune", "--init-from", str(junk), "--data", str(annotated_folder), *TINY]) == 2
