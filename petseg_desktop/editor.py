@@ -33,6 +33,7 @@ from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.folder import mask_path
 from petseg_desktop.mask_files import (
     MaskNotOurs,
+    mask_file_counts,
     objects_digest,
     objects_of_mask_file,
     should_write,
@@ -521,7 +522,8 @@ class Editor(QObject):
     def mask_state(self) -> str:
         """The open photo's state for the file list: nothing yet, mask missing or stale, mask current."""
         d = self.doc
-        exists = mask_path(d.image_path, self.mask_target()[0]).is_file()
+        target = mask_path(d.image_path, self.mask_target()[0])
+        exists = mask_file_counts(d.image_path, target, d.mask_digest, bool(d.objects))
         return state_of(self.objects_digest(), bool(d.objects), d.mask_digest, exists)
 
     def _write_automatically(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from models.classes import MASK_PALETTE
+from models.formats.core import FormatError, photo_size
 from models.formats.png import load_mask_checked, objects_from_maps
 from models.images import save_png_atomic
 from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
@@ -79,19 +80,34 @@ def state_of(objects_digest_now: str, has_objects: bool, recorded: str | None, m
     return UNSAVED if has_objects or (mask_exists and recorded is not None) else TODO
 
 
+def mask_file_counts(image_path: Path, mask: Path, recorded: str | None, has_objects: bool) -> bool:
+    """Whether the mask file exists and counts for :func:`state_of`. One made elsewhere (no write of
+    PetSeg's recorded, no objects to compare) counts only when it is the photo's size (headers only):
+    a mask of another photo is no annotation of this one."""
+    if not mask.is_file():
+        return False
+    if recorded is not None or has_objects:
+        return True
+    try:
+        return photo_size(mask) == photo_size(image_path)
+    except (FormatError, OSError):
+        return False
+
+
 def mask_state(image_path: Path, output_dir: Path | None = None) -> str:
     """The state of a photo that is not open, from its sidecar and its mask file."""
-    mask_exists = mask_path(image_path, output_dir).is_file()
     found = find_sidecar(image_path)
+    objects: list[dict[str, Any]] = []
+    recorded, digest = None, ""
     try:
         data = read_sidecar(found) if found is not None else None
-        objects = data.get("objects") if isinstance(data, dict) else None
-        if not isinstance(objects, list):
-            return SAVED if mask_exists else TODO  # a mask made elsewhere, no annotation to disagree with
-        recorded = (data.get("mask_written") or {}).get("objects_sha1")
-        return state_of(_json_digest(objects), bool(objects), recorded, mask_exists)
+        if isinstance(data, dict) and isinstance(data.get("objects"), list):
+            recorded = (data.get("mask_written") or {}).get("objects_sha1")
+            objects, digest = data["objects"], _json_digest(data["objects"])
     except (SidecarError, AttributeError, KeyError, TypeError):
-        return SAVED if mask_exists else TODO
+        objects, recorded = [], None  # an unreadable annotation: as if there were none
+    exists = mask_file_counts(image_path, mask_path(image_path, output_dir), recorded, bool(objects))
+    return state_of(digest, bool(objects), recorded, exists)
 
 
 def should_write(doc: ImageAnnotation, output_dir: Path | None, digest: str) -> bool:

@@ -132,7 +132,8 @@ def test_a_stray_click_undone_on_a_mask_made_elsewhere_leaves_it_saved(qtbot, wi
 def test_a_mask_made_elsewhere_is_shown_as_its_objects_and_kept(qtbot, window, photos, dialogs):
     """Opened with no annotation, a mask file from another tool shows as one object per class (the
     file list and the canvas agree); nothing is written until an edit, and then the file is still
-    not replaced without asking. A mask that does not fit its photo is said once, in one line."""
+    not replaced without asking. A mask that does not fit its photo is said once, in one line, and
+    the photo counts as not annotated."""
     w = window
     first, second = sorted(photos.iterdir())[:2]
     target = mask_path(first)
@@ -158,9 +159,11 @@ def test_a_mask_made_elsewhere_is_shown_as_its_objects_and_kept(qtbot, window, p
     qtbot.waitUntil(lambda: w.files.state(0) == SAVED, timeout=WAIT)
 
     Image.fromarray(theirs[:50, :50]).save(mask_path(second))  # not this photo's size
+    assert mask_state(second) == TODO  # no annotation of this photo: not counted as saved (nor by Improve)
     asked = len(dialogs)
     open_and_wait(qtbot, w, second)
     assert w.editor.doc.objects == [] and len(dialogs) == asked + 1
+    assert w.files.state(1) == TODO
     assert dialogs[-1][1:] == ("Mask not shown", f"The mask of {second.name} is not shown: {second.stem}_mask.png: "
                                "50x50 mask beside a {}x{} photo".format(*Image.open(second).size))
     open_and_wait(qtbot, w, first)
