@@ -19,7 +19,7 @@ from training.fit import model_setup
 from training.fit.config import REPLAY_TOLERANCE
 from training.fit.errors import FitError
 from training.fit.mixing import try_mixtures
-from training.fit.parent import anchor_penalty, load_parent
+from training.fit.parent import anchor_penalty
 from training.fit.run import Phase, Progress, Run
 from training.fit.run_log import RunLog, emit
 from training.fit.runtime import batch_to_device
@@ -119,8 +119,7 @@ def mix_with_parent(run: Run, phase: Phase, progress: Progress) -> None:
         emit(run, "mix", alpha=alpha, improved=improved,
              **{key: row[key] for key in ("val_miou", "iou_1click", "replay_miou") if key in row})
 
-    start = run.anchor if run.anchor is not None else load_parent(run.cfg)
-    try_mixtures(run.model, start, progress, lambda row: _validate(run, row), judged)
+    try_mixtures(run.model, run.parent_weights, progress, lambda row: _validate(run, row), judged)
 
 
 def _train_epoch(run: Run, phase: Phase, epoch: int) -> tuple[float, int, float]:
@@ -197,8 +196,8 @@ def _batch_loss(run: Run, phase: Phase, images: torch.Tensor, masks: torch.Tenso
         loss = run.criterion(phase.step_module(images), masks, parent_logits)
     else:
         loss = run.criterion(phase.step_module(images), masks)
-    if run.anchor is not None:
-        loss = loss + anchor_penalty(run.model, run.anchor, run.cfg.anchor)
+    if run.cfg.anchor:
+        loss = loss + anchor_penalty(run.model, run.parent_weights, run.cfg.anchor)
     return loss
 
 

@@ -37,7 +37,7 @@ class Run:
     model: nn.Module
     pretrained: str
     augment: Any  # training.augment's pipeline, or None
-    anchor: dict[str, torch.Tensor] | None  # --anchor: the weights the penalty pulls towards
+    parent_weights: dict[str, torch.Tensor] | None  # --init-from's, kept for --anchor and --mix-parent
     teacher: nn.Module | None  # --species-guard: the starting model, frozen, whose cat/dog split is kept
     train_ds: torch.utils.data.Dataset
     val: ValSet
@@ -123,7 +123,8 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     random.seed(cfg.seed)
     arch = cfg.architecture
     out = Path(cfg.out)
-    parent = load_parent(cfg) if cfg.init_from and (resume_header is None or cfg.anchor or cfg.species_guard) else None
+    kept = bool(cfg.anchor or cfg.mix_parent)  # the parent's weights are needed during or after training
+    parent = load_parent(cfg) if cfg.init_from and (resume_header is None or kept or cfg.species_guard) else None
     config, model, pretrained = model_setup.build(cfg, rt, resume_header, parent)
     model.to(rt.device)
     if cfg.channels_last:
@@ -139,7 +140,7 @@ def build_run(cfg: FitConfig, rt: Runtime, data: Data, started: float, resume_he
     drop_last = len(sampler) >= cfg.batch_size
     steps_per_epoch = max(1, len(sampler) // cfg.batch_size) if drop_last else 1
     return Run(
-        cfg, arch, rt, out, data, config, model, pretrained, augment, parent if cfg.anchor else None,
+        cfg, arch, rt, out, data, config, model, pretrained, augment, parent if kept else None,
         _teacher(cfg, config, parent, rt) if guard else None, train_ds, val, replay_val, class_weights, criterion,
         sampler, steps_per_epoch, drop_last, model_setup.phase_plan(cfg), started,
         prior_seconds=float((resume_header or {}).get("seconds", 0.0)),
