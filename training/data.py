@@ -23,7 +23,6 @@ silently; filter with ``[s for s in samples if s.mask_path]`` to train on the re
 from __future__ import annotations
 
 import logging
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from models.classes import BACKGROUND, CAT, CLASS_NAMES, DOG, VOID
 from models.geometry import letterbox, to_model_tensor
-from models.errors import one_line
-from models.images import IMAGE_SUFFIXES, ImageLoadError, load_mask, load_rgb
+from models.formats.core import photo_size
+from models.images import IMAGE_SUFFIXES, load_mask, load_rgb
 
 CLASS_INDEX = {CLASS_NAMES[CAT]: CAT, CLASS_NAMES[DOG]: DOG}
 LABEL_VALUES = (BACKGROUND, CAT, DOG, VOID)
@@ -47,8 +45,6 @@ OXFORD_SPLIT_FILES = {"trainval": "trainval.txt", "test": "test.txt"}
 # cv2's INTER_NEAREST samples half a pixel off the centres INTER_LINEAR uses; the exact
 # variant keeps resized masks aligned with the resized photos.
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
-EXIF_ORIENTATION = 0x0112
-EXIF_TURNED = (5, 6, 7, 8)  # orientations that swap width and height
 
 log = logging.getLogger(__name__)
 
@@ -272,23 +268,8 @@ def check_sample(sample: Sample) -> None:
     Raises ValueError naming the file; the mask, small, is decoded.
     """
     mask = load_labels(sample)
-    _check_same_size(sample, mask, *photo_size(sample.image_path))
-
-
-def photo_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of the photo as :func:`load_rgb` reads it (EXIF orientation applied),
-    from its header alone; ImageLoadError naming the file when it is no readable image."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a pipe would block, a folder is no photo
-            raise ImageLoadError(f"{path.name}: not a regular file, not opened")
-        with Image.open(path) as image:
-            width, height = image.size
-            turned = image.getexif().get(EXIF_ORIENTATION, 1) in EXIF_TURNED
-    except ImageLoadError:
-        raise
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"{path.name}: not a readable image ({one_line(error)})") from None
-    return (height, width) if turned else (width, height)
+    height, width = photo_size(sample.image_path)
+    _check_same_size(sample, mask, width, height)
 
 
 def _check_same_size(sample: Sample, mask: np.ndarray, width: int, height: int) -> None:

@@ -20,6 +20,8 @@ from models.images import IMAGE_SUFFIXES, MAX_PIXELS
 MAX_JSON_BYTES = 1024 * 2**20  # a COCO file of a large data set; larger is refused before reading
 MAX_TEXT_BYTES = 64 * 2**20  # one YOLO label file or a dataset YAML
 CLASS_IDS = {CLASS_NAMES[cid]: cid for cid in PET_CLASSES}  # "cat" -> 1, "dog" -> 2
+EXIF_ORIENTATION = 0x0112
+EXIF_TURNED = (5, 6, 7, 8)  # orientations turned by 90 degrees: width and height swap
 
 
 class FormatError(ValueError):
@@ -194,7 +196,7 @@ def photo_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees
+            if image.getexif().get(EXIF_ORIENTATION) in EXIF_TURNED:
                 width, height = height, width
     except Exception as error:  # noqa: BLE001 - any undecodable header is one line
         raise FormatError(path, f"cannot read the image size ({type(error).__name__})") from None
