@@ -14,7 +14,7 @@ Initialisation:
   clicks are sure-foreground disks and negative clicks sure-background disks, and outside the box
   (if any) is sure background.
 GrabCut runs ``iterations`` rounds on a copy whose long side is at most ``max_side`` pixels, and
-the result is upscaled to the original size.
+the result is upscaled to the original size, where nothing of it spills over a box's edges.
 """
 
 from __future__ import annotations
@@ -137,9 +137,27 @@ class GrabCutPredictor:
 
         result = self._grabcut(image, mask, rect, mode)
         small = fallback if result is None else result
+        full = small
         if small.shape != (h, w):
-            small = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-        return small.astype(np.float32)
+            full = cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+        if box is not None:
+            full = full & self._box_allows(small, box, rect_box)
+        return full.astype(np.float32)
+
+    def _box_allows(self, small: np.ndarray, box: Sequence[float], small_box: tuple[int, int, int, int]) -> np.ndarray:
+        """Where a box's mask may lie at the original size: inside the box, and outside it only
+        where the working-size result is (a positive click's disk there), so that upscaling lets
+        nothing spill over the box's edges."""
+        h, w = self._shape
+        x0, y0, x1, y1 = clip_box(box, w, h)
+        allowed = np.zeros((h, w), dtype=bool)
+        allowed[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = True
+        outside = small.astype(np.uint8)
+        bx0, by0, bx1, by1 = small_box
+        outside[by0:by1, bx0:bx1] = 0
+        if outside.any():
+            allowed |= cv2.resize(outside, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        return allowed
 
     def _grabcut(self, image, mask, rect, mode) -> np.ndarray | None:
         """Run GrabCut; None when it cannot (e.g. no background or no foreground samples)."""
