@@ -5,7 +5,8 @@ For the three breeds the shipped semantic model does worst on (its per-breed mIo
 fine-tunes the shipped model on 40 TrainVal photos of the breed (32 to train, 8 kept aside to pick
 the epoch; ``finetune``'s defaults otherwise), then evaluates on the breed's Test photos and on all
 of Test. Every step writes a JSON file into ``--out`` and is skipped when that file exists, so an
-interrupted study continues where it stopped; ``study.json`` and a Markdown table end it.
+interrupted study continues where it stopped; ``study.json`` and a Markdown table end it, each
+breed's gain with a bootstrap interval over its Test photos (a breed has only 7-11 of them).
 
     .venv/bin/python training/recipes/finetune_study.py --data ../shared/pets --out runs/finetune-study
 
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 SHIPPED = Path("resources/checkpoints/petseg-unet-effnet256.safetensors")
 TRAIN = [sys.executable, "-m", "training.cli"]
@@ -53,6 +56,29 @@ def evaluate(out: Path, name: str, checkpoint: Path, data: str, breed: str | Non
     return step(out, name, argv)
 
 
+def gain_interval(before: dict, after: dict, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of a breed's mIoU gain when its Test photos are drawn again
+    with replacement (``before`` and ``after``: eval JSON): how large a gain its 7-11 photos can tell
+    from chance."""
+    from training.metrics import ConfusionMatrix
+
+    after_rows = {row["stem"]: np.array(row["confusion"]) for row in after["model"]["rows"]}
+    stems = sorted(after_rows)
+    before_rows = {row["stem"]: np.array(row["confusion"]) for row in before["model"]["rows"]}
+    old, new = np.stack([before_rows[s] for s in stems]), np.stack([after_rows[s] for s in stems])
+
+    def miou(matrix: np.ndarray) -> float:
+        pooled = ConfusionMatrix(num_classes=matrix.shape[0])
+        pooled.matrix = matrix
+        return pooled.labelled_mean_iou()
+
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(stems), size=(draws, len(stems)))
+    gains = [miou(new[pick].sum(0)) - miou(old[pick].sum(0)) for pick in picks]
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/pets")
@@ -78,15 +104,17 @@ def main() -> int:
             after = evaluate(out, f"after-{breed}-breed.json", best, args.data, breed=breed)
             after_all = evaluate(out, f"after-{breed}-all.json", best, args.data)
             row.update(after_breed=after["model"]["labelled_mean_iou"], after_all=after_all["model"]["mean_iou"],
-                       test_photos=after["model"]["images"])
+                       test_photos=after["model"]["images"], gain_interval=gain_interval(shipped, after))
         rows.append(row)
     (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("| breed | Test photos | breed mIoU before | after | all-Test mIoU before | after | fine-tune (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| breed | Test photos | breed mIoU before | after | gain, 95% bootstrap interval "
+          "| all-Test mIoU before | after | fine-tune (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        interval = "-" if "gain_interval" not in r else "{:+.3f} to {:+.3f}".format(*r["gain_interval"])
         print(f"| {r['breed']} | {r.get('test_photos', '-')} | {fmt(r['before_breed'])} | {fmt(r.get('after_breed'))} "
-              f"| {fmt(r['before_all'])} | {fmt(r.get('after_all'))} | {r['finetune_seconds']:.0f} |")
+              f"| {interval} | {fmt(r['before_all'])} | {fmt(r.get('after_all'))} | {r['finetune_seconds']:.0f} |")
     return 0
 
 
