@@ -422,3 +422,25 @@ def test_replayed_photos_restore_the_original_species_mix(pets_root):
         cats = sum(w for w, s in zip(replayed, others) if s.species == "cat")
         share = cats / (len(pugs) + sum(replayed))
         assert share == pytest.approx(target if ratio == 3.0 else 0.5)  # ratio 1: every replayed photo a cat
+
+
+def test_the_study_gain_interval_covers_the_gain_and_is_zero_without_one():
+    """The fine-tune study's bootstrap interval: identical evaluations give (0, 0); one photo fixed
+    out of eight gives an interval around the pooled gain that reaches 0 (some draws miss that photo)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_study", Path("training/recipes/finetune_study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def evaluation(wrong_on: set[int]) -> dict:
+        rows = []
+        for i in range(8):  # a cat photo: 900 background, 100 cat pixels; "wrong" calls the cat a dog
+            cat = [0, 0, 100] if i in wrong_on else [0, 100, 0]
+            rows.append({"stem": f"Persian_{i}", "confusion": [[900, 0, 0], cat, [0, 0, 0]]})
+        return {"model": {"rows": rows}}
+
+    assert study.gain_interval(evaluation({3}), evaluation({3})) == (0.0, 0.0)
+    low, high = study.gain_interval(evaluation({3}), evaluation(set()))
+    pooled_gain = 1.0 - (1.0 + 7 / 8) / 2  # after: both labelled classes right; before: background 1, cat 7/8
+    assert low == 0.0 and 0.0 < pooled_gain < high
