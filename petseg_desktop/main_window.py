@@ -635,11 +635,14 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as error:
             self.warn("Cannot save the mask", f"{error}\nChoose another output folder (File menu).")
             return []
-        note = ""
         current = self.editor.current_mask()
-        if current is not None and current.any():
-            note = "  (the current object is not accepted yet: press Enter, then save again)"
-        self.statusBar().showMessage("Saved " + ", ".join(str(p) for p in written) + note, 8000)
+        pending = current is not None and current.any()
+        if not self.editor.doc.objects:  # nothing is written for a photo without objects
+            why = "press Enter to accept the object first" if pending else "this photo has no objects"
+            self.statusBar().showMessage(f"Nothing saved: {why}", 8000)
+        else:
+            note = "the current object is not accepted yet (press Enter, then save again): " if pending else ""
+            self.statusBar().showMessage("Saved " + note + ", ".join(str(p) for p in written), 8000)
         return written
 
     def _set_auto_write(self, on: bool) -> None:

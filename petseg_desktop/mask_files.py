@@ -112,7 +112,7 @@ def mask_state(image_path: Path, output_dir: Path | None = None) -> str:
 
 def should_write(doc: ImageAnnotation, output_dir: Path | None, digest: str) -> bool:
     """Whether automatic writing has anything to do: the objects changed since the last write, and
-    there are objects or an earlier mask of PetSeg's to clear (never a new all-background file)."""
+    there are objects or an earlier mask of PetSeg's to remove (never an all-background file)."""
     if digest == doc.mask_digest and mask_path(doc.image_path, output_dir).is_file():
         return False
     return bool(doc.objects) or written_by_petseg(mask_path(doc.image_path, output_dir))
@@ -121,12 +121,17 @@ def should_write(doc: ImageAnnotation, output_dir: Path | None, digest: str) -> 
 def write_masks(
     doc: ImageAnnotation, output_dir: Path | None, colour: bool, overwrite: Sequence[Path] = ()
 ) -> list[Path]:
-    """Write ``doc``'s index PNG (and the colour PNG) atomically with the app's mark.
+    """Write ``doc``'s index PNG (and the colour PNG) atomically with the app's mark; returns the files written.
 
     Raises :class:`MaskNotOurs` before writing anything when a target exists that PetSeg did not
     write and is not in ``overwrite``; OSError when a write fails. Sets ``doc.mask_digest``.
+    With no objects nothing is written and the photo's own mask files are removed instead
+    (:func:`remove_own_masks`): an all-background file would read as a finished annotation.
     """
     targets = [mask_path(doc.image_path, output_dir)] + ([colour_path(doc.image_path, output_dir)] if colour else [])
+    if not doc.objects:
+        remove_own_masks(doc, targets, overwrite)
+        return []
     for target in targets:
         if os.path.lexists(target) and target not in overwrite and not written_by_petseg(target):
             raise MaskNotOurs(target)
@@ -138,6 +143,16 @@ def write_masks(
         save_png_atomic(targets[1], labels, palette=MASK_PALETTE, text=APP_MARK)  # the dataset's colours
     doc.mask_digest = objects_digest(doc.objects)
     return targets
+
+
+def remove_own_masks(doc: ImageAnnotation, targets: Sequence[Path], overwrite: Sequence[Path] = ()) -> list[Path]:
+    """Remove those of ``targets`` that PetSeg wrote (or the user agreed to replace, ``overwrite``);
+    the photo then has no mask and reads as not annotated. Returns the files removed."""
+    removed = [t for t in targets if t.is_file() and (t in overwrite or written_by_petseg(t))]
+    for target in removed:
+        target.unlink()
+    doc.mask_digest = None
+    return removed
 
 
 def objects_of_mask_file(image_path: Path, output_dir: Path | None, shape: tuple[int, int]) -> list[AnnotationObject]:

@@ -54,9 +54,31 @@ def test_masks_follow_the_objects_when_written_automatically(qtbot, window, phot
 
     key(qtbot, w, "Ctrl+Z")  # undo too
     qtbot.waitUntil(lambda: np.array(Image.open(target))[60, 75] == cid, timeout=WAIT)
-    key(qtbot, w, "Del")  # no objects: PetSeg's own mask becomes all background
-    qtbot.waitUntil(lambda: not np.array(Image.open(target)).any(), timeout=WAIT)
-    assert w.files.state(0) == SAVED
+    key(qtbot, w, "Del")  # no objects: PetSeg's own mask is removed, not left as a finished all-background one
+    qtbot.waitUntil(lambda: not target.exists(), timeout=WAIT)
+    assert w.files.state(0) == TODO and mask_state(image) == TODO
+    key(qtbot, w, "Ctrl+Z")  # the object back: its mask written again
+    qtbot.waitUntil(lambda: target.is_file() and w.files.state(0) == SAVED, timeout=WAIT)
+    assert np.array(Image.open(target))[60, 75] == cid
+
+
+def test_saving_without_an_accepted_object_writes_nothing(qtbot, with_models, photos):
+    """Ctrl+S with only the current (not accepted) mask: no file, the photo still to do, and the
+    status bar says why; once accepted, Ctrl+S writes it."""
+    w = make_window(qtbot, with_models)
+    w.auto_write_action.trigger()  # off: only Ctrl+S writes
+    image = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, w, image)
+    key(qtbot, w, "B")
+    drag(w, (30, 30), (120, 90))  # a brushed mask, not yet accepted
+    assert w.editor.current_mask().any()
+    key(qtbot, w, "Ctrl+S")
+    assert not mask_path(image).exists() and w.files.state(0) == TODO
+    assert w.statusBar().currentMessage() == "Nothing saved: press Enter to accept the object first"
+    key(qtbot, w, "Return")
+    key(qtbot, w, "Ctrl+S")
+    assert np.array(Image.open(mask_path(image)))[60, 75] == w.editor.doc.objects[0].class_id
+    assert w.files.state(0) == SAVED and w.statusBar().currentMessage().startswith("Saved ")
 
 
 def test_without_automatic_writing_the_list_and_closing_tell(qtbot, with_models, dialogs, photos, monkeypatch):
