@@ -123,6 +123,7 @@ class Editor(QObject):
         self.worker.set_image(self.image_id, rgb)
         if self.semantic_available:
             self.worker.segment(self.image_id)
+        self.stateChanged.emit(path, self.mask_state())  # e.g. a mask file found unusable just now
         self.changed.emit()
 
     def _show_mask_file(self, doc: ImageAnnotation) -> None:
@@ -523,7 +524,7 @@ class Editor(QObject):
         """The open photo's state for the file list: nothing yet, mask missing or stale, mask current."""
         d = self.doc
         target = mask_path(d.image_path, self.mask_target()[0])
-        exists = mask_file_counts(d.image_path, target, d.mask_digest, bool(d.objects))
+        exists = mask_file_counts(d.image_path, target, d.mask_digest, bool(d.objects), d.image_path in self._unusable_masks)
         return state_of(self.objects_digest(), bool(d.objects), d.mask_digest, exists)
 
     def _write_automatically(self) -> None:

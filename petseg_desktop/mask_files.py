@@ -80,14 +80,17 @@ def state_of(objects_digest_now: str, has_objects: bool, recorded: str | None, m
     return UNSAVED if has_objects or (mask_exists and recorded is not None) else TODO
 
 
-def mask_file_counts(image_path: Path, mask: Path, recorded: str | None, has_objects: bool) -> bool:
+def mask_file_counts(image_path: Path, mask: Path, recorded: str | None, has_objects: bool,
+                     unusable: bool = False) -> bool:
     """Whether the mask file exists and counts for :func:`state_of`. One made elsewhere (no write of
-    PetSeg's recorded, no objects to compare) counts only when it is the photo's size (headers only):
-    a mask of another photo is no annotation of this one."""
+    PetSeg's recorded, no objects to compare) counts only when it is the photo's size (headers only)
+    and not found ``unusable`` when opened: a mask that is not of this photo is no annotation of it."""
     if not mask.is_file():
         return False
     if recorded is not None or has_objects:
         return True
+    if unusable:
+        return False
     try:
         return photo_size(mask) == photo_size(image_path)
     except (FormatError, OSError):

@@ -157,7 +157,7 @@ def test_a_mask_made_elsewhere_is_shown_as_its_objects_and_kept(qtbot, window, p
     not replaced without asking. A mask that does not fit its photo is said once, in one line, and
     the photo counts as not annotated."""
     w = window
-    first, second = sorted(photos.iterdir())[:2]
+    first, second, third = sorted(photos.iterdir())[:3]
     target = mask_path(first)
     with Image.open(first) as photo:
         theirs = np.zeros((photo.height, photo.width), dtype=np.uint8)
@@ -193,6 +193,14 @@ def test_a_mask_made_elsewhere_is_shown_as_its_objects_and_kept(qtbot, window, p
     assert len(dialogs) == asked + 1  # once per file
     w.editor.flush()
     assert mask_state(first) == SAVED and target.read_bytes() == before
+
+    with Image.open(third) as photo:  # a mask of the right size whose values are not classes
+        Image.fromarray(np.full((photo.height, photo.width), 7, dtype=np.uint8)).save(mask_path(third))
+    w.open_path(photos)  # the folder listed again: from the headers alone, that mask looks usable
+    assert w.files.state(w.files.row_of(third)) == SAVED
+    open_and_wait(qtbot, w, third)
+    assert "value 7 is not a class" in dialogs[-1][2] and w.editor.doc.objects == []
+    assert w.files.state(w.files.row_of(w.image_path)) == TODO
 
 
 def test_read_only_folders_write_no_masks_but_show_states(qtbot, with_models, dialogs, photos):
