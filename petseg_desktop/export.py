@@ -17,8 +17,10 @@ Nothing is lost:
   photo, they are a listed failure and never opened).
 * Exported PNGs carry the text chunk ``Software: petseg-export``. An existing file at a mask's
   name is replaced only when it carries that mark or is empty; any other file (a photo, a mask
-  drawn in the app) makes that photo fail with a one-line reason unless ``overwrite``. With
-  ``skip_existing`` a readable mask is kept (an empty or undecodable one counts as missing).
+  drawn in another tool) makes that photo fail with a one-line reason unless ``overwrite``. A
+  mask the app wrote for an annotation (output = input) is the user's work: it is skipped, even
+  with ``overwrite``. With ``skip_existing`` a readable mask is kept (an empty or undecodable one
+  counts as missing).
 * An existing ``annotations.json`` is extended with ``skip_existing``, replaced with
   ``overwrite``, and otherwise refused.
 * The output folder is created and proved writable (a probe file) before any photo is segmented;
@@ -63,6 +65,7 @@ from petseg_desktop.coco import COCO_FILE, CocoDocument, CocoEntries, CocoEntry
 from petseg_desktop.export_files import (
     EXPORT_MARK,
     ExportSetupError,
+    annotated_in_app,
     collect_inputs,
     mask_suffix,
     prepare_output,
@@ -234,6 +237,8 @@ def plan_export(
         name = photo.name if plan.coco else f"{photo.stem}{suffix}.png"
         if name in producers:
             plan.failed.append((photo, f"same output name {name} as {producers[name]}"))
+        elif not plan.coco and annotated_in_app(output_dir / name):  # the user's own work: never replaced
+            plan.skipped += 1
         elif skip_existing and (name in plan.coco.names if plan.coco else readable_image(output_dir / name)):
             plan.skipped += 1
         else:

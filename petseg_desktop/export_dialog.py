@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from PyQt5.QtCore import QSettings
+from PyQt5.QtCore import QSettings, pyqtSignal
 from PyQt5.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLineEdit, QWidget
 
 from petseg_desktop.elide import elide_combo
@@ -20,6 +20,8 @@ def folder_row(dialog: QWidget, edit: QLineEdit, caption: str = "Choose folder")
 
 class ExportDialog(JobDialog):
     """Folder in, folder out, semantic model, format; progress with images/s; cancel; failures."""
+
+    exported = pyqtSignal(object)  # the ExportSummary, when an export has finished (masks may have been written)
 
     def __init__(self, settings: QSettings, folder: Path | None = None, parent=None) -> None:
         super().__init__("Batch export", "Export", parent)
@@ -98,3 +100,4 @@ class ExportDialog(JobDialog):
         self.summary = summary
         self.rate_label.setText(f"{summary.images_per_second:.1f} images/s")
         self.log.setPlainText(summary.describe())
+        self.exported.emit(summary)

@@ -22,6 +22,7 @@ from models.images import IMAGE_SUFFIXES
 from petseg_desktop.sidecar import SIDECAR_FOLDER
 
 EXPORT_MARK = {"Software": "petseg-export"}  # PNG text chunk on every exported mask
+APP_MARK = {"Software": "petseg"}  # PNG text chunk on every mask the app writes for an annotation
 MASK_SUFFIXES = {"png": "_mask", "color": "_mask_colour"}  # mask names beside the photos (output = input)
 TEMP_NAME = re.compile(r"^\..+-[0-9a-f]{16}\.tmp$")  # models.files.atomic_path's temp files
 STALE_TEMP_AGE_S = 30.0  # a temp file untouched this long belongs to a killed run
@@ -46,6 +47,11 @@ def has_png_mark(path: Path, *marks: dict[str, str]) -> bool:
 def written_by_export(path: Path) -> bool:
     """Whether ``path`` is a PNG carrying petseg-export's mark (read from its header only)."""
     return has_png_mark(path, EXPORT_MARK)
+
+
+def annotated_in_app(path: Path) -> bool:
+    """Whether ``path`` is a mask the app wrote for an annotation (its mark, read from the header only)."""
+    return has_png_mark(path, APP_MARK)
 
 
 def readable_image(path: Path) -> bool:
@@ -155,7 +161,7 @@ def replace_refusal(target: Path, overwrite: bool) -> str | None:
         return f"{target.name} exists and is not a file"
     if overwrite or target.stat().st_size == 0 or written_by_export(target):
         return None
-    return f"{target.name} exists and was not written by petseg-export (pass --overwrite to replace it)"
+    return f"{target.name} exists and PetSeg did not write it: kept (--overwrite, or the dialog's Replace box, replaces it)"
 
 
 def mask_suffix(photos: Sequence[Path], output_dir: Path, fmt: str) -> str:

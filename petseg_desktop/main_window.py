@@ -270,8 +270,17 @@ class MainWindow(QMainWindow):
         from petseg_desktop.export_dialog import ExportDialog
 
         dialog = ExportDialog(self.settings, folder=self.folder, parent=self)
+        dialog.exported.connect(lambda _summary: self.reread_states())
         self.export_dialog = keep_open(dialog)
         return dialog
+
+    def reread_states(self) -> None:
+        """Read the listed photos' states from disk again (something else wrote masks), the open
+        photo's from the editor; photos that failed to open keep saying so."""
+        out = self.output_dir()
+        for row, path in enumerate(self.files.paths()):
+            if self.files.state(row) != "failed":
+                self.files.set_state(path, self.editor.mask_state() if path == self.image_path else mask_state(path, out))
 
     def _folder_for(self, what: str) -> Path | None:
         """The open folder, or None after telling that ``what`` needs one."""

@@ -24,7 +24,7 @@ from models.formats.core import FormatError, photo_size
 from models.formats.png import load_mask_checked, objects_from_maps
 from models.images import save_png_atomic
 from petseg_desktop.annotation import AnnotationObject, ImageAnnotation, Prompts
-from petseg_desktop.export_files import EXPORT_MARK, has_png_mark
+from petseg_desktop.export_files import APP_MARK, EXPORT_MARK, has_png_mark
 from petseg_desktop.folder import colour_path, mask_path
 from petseg_desktop.sidecar import (
     CLASS_IDS,
@@ -36,7 +36,6 @@ from petseg_desktop.sidecar import (
     save_document,
 )
 
-APP_MARK = {"Software": "petseg"}  # PNG text chunk on every mask the app writes
 TODO, UNSAVED, SAVED = "todo", "unsaved", "annotated"
 MASK_FILE_SOURCE = "mask file"  # AnnotationObject.source of the objects read from an existing mask
 

@@ -227,3 +227,28 @@ def test_the_sidecar_field_is_optional_and_checked(tmp_path):
     for bad in ({"objects_sha1": "xyz"}, [], {"objects_sha1": 5}):
         with pytest.raises(SidecarError, match="mask_written"):
             check_document({**data, "mask_written": bad}, (3, 4))
+
+
+def test_a_batch_export_into_the_photo_folder_keeps_annotations_and_updates_the_list(qtbot, window, photos):
+    """File > Batch export with the photo folder as output, even with Replace checked: the mask the
+    app wrote for an annotation is skipped byte for byte, the other photos get the model's masks,
+    and the file list reads their new state without reopening the folder."""
+    w = window
+    annotated = sorted(photos.iterdir())[0]
+    open_and_wait(qtbot, w, annotated)
+    paint_object(qtbot, w)
+    qtbot.waitUntil(lambda: mask_path(annotated).is_file(), timeout=WAIT)
+    before = mask_path(annotated).read_bytes()
+    others = [p for p in w.files.paths() if p != w.image_path]
+    assert all(w.files.state(w.files.row_of(p)) == TODO for p in others)
+
+    dialog = w.open_export_dialog()
+    dialog.input_edit.setText(str(photos))
+    dialog.output_edit.setText(str(photos))
+    dialog.overwrite_check.setChecked(True)
+    assert dialog.start()
+    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=60000)
+    assert (dialog.summary.written, dialog.summary.skipped, dialog.summary.failed) == (len(others), 1, [])
+    assert mask_path(annotated).read_bytes() == before
+    assert all(mask_path(p).is_file() and w.files.state(w.files.row_of(p)) == SAVED for p in others)
+    dialog.close()
