@@ -59,7 +59,7 @@ def test_export_annotations_as_coco_and_cancel(qtbot, window, photos, tmp_path, 
     # a file PetSeg did not write is not replaced without Overwrite
     (out / "annotations.json").write_text("{}")
     run_dialog(qtbot, dialog)
-    assert dialog.summary is None and "not written by petseg-export" in dialog.log.toPlainText()
+    assert dialog.summary is None and "PetSeg did not write it: kept" in dialog.log.toPlainText()
     assert (out / "annotations.json").read_text() == "{}"
 
     # cancel after the first file is written to its temp name: nothing is left in the output

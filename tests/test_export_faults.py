@@ -143,7 +143,7 @@ def test_hand_drawn_mask_is_not_written_over(cli, photo_dir: Path) -> None:
     Image.fromarray(np.ones((8, 8), np.uint8)).save(drawn)  # as the app's editor saves one
     before = digests(photo_dir)
     proc = cli("--input", photo_dir, "--output", photo_dir)
-    assert_reported(proc, 1, drawn.name, "not written by petseg-export", "--overwrite")
+    assert_reported(proc, 1, drawn.name, "PetSeg did not write it: kept", "--overwrite")
     assert "3 written" in proc.stderr
     assert_unchanged(before) and temp_files(photo_dir) == []
 
@@ -233,7 +233,7 @@ def test_skip_existing_does_not_trust_an_undecodable_mask(cli, photo_dir: Path, 
     assert proc.returncode == 0 and "1 written, 3 skipped" in proc.stdout, proc.stderr
     junk.write_bytes(b"notes, not a PNG")
     proc = cli("--input", photo_dir, "--output", out, "--skip-existing")
-    assert_reported(proc, 1, junk.name, "not written by petseg-export")
+    assert_reported(proc, 1, junk.name, "PetSeg did not write it: kept")
     assert junk.read_bytes() == b"notes, not a PNG"
     assert_unchanged({p: d for p, d in before.items() if p != junk}) and temp_files(out) == []
 
