@@ -104,6 +104,10 @@ class MainWindow(QMainWindow):
         self.read_only_label.setToolTip("Another PetSeg is annotating this folder: nothing is saved here")
         self.read_only_label.hide()
         self.statusBar().addPermanentWidget(self.read_only_label)
+        self.tool_label = QLabel()  # while the brush or the eraser is on: clicks and drags paint, not prompt
+        self.tool_label.setStyleSheet("font-weight: bold")
+        self.tool_label.hide()
+        self.statusBar().addPermanentWidget(self.tool_label)
 
     def action(self, text: str, slot, shortcut=None, menu=None, checkable=False, tip: str = "") -> QAction:
         act = QAction(text, self)
@@ -450,6 +454,8 @@ class MainWindow(QMainWindow):
         self.brush_action.setChecked(tool == "brush")
         self.eraser_action.setChecked(tool == "eraser")
         self.canvas.brush_mode = tool
+        self.tool_label.setText(f"{tool.capitalize()} on ({tool[0].upper()}: back to prompts)" if tool else "")
+        self.tool_label.setVisible(tool is not None)
         self.statusBar().showMessage(f"Tool: {tool or 'prompts'}{note}", 5000)
 
     # ------------------------------------------------------------------ files

@@ -432,13 +432,16 @@ def test_batch_export_dialog_with_cancel(qtbot, window, tmp_path, pets_root):
 def test_brush_eraser_pan_and_undo(qtbot, window, photos):
     w = window
     open_and_wait(qtbot, w, sorted(photos.iterdir())[3])
+    assert w.tool_label.isHidden()
     key(qtbot, w, "B")
+    assert w.tool_label.isVisible() and w.tool_label.text() == "Brush on (B: back to prompts)"  # says so for as long as it is on
     w.controls.brush.setValue(6)
     drag(w, (40, 40), (140, 40))
     mask = w.editor.current_mask()
     assert mask[40, 90] and mask[45, 40] and not mask[60, 90]
     key(qtbot, w, "E")  # the eraser replaces the brush
     assert w.canvas.brush_mode == "eraser" and not w.brush_action.isChecked()
+    assert w.tool_label.text() == "Eraser on (E: back to prompts)"
     drag(w, (90, 30), (90, 50))
     assert not w.editor.current_mask()[40, 90] and w.editor.current_mask()[40, 50]
     key(qtbot, w, "Ctrl+Z")
@@ -446,7 +449,7 @@ def test_brush_eraser_pan_and_undo(qtbot, window, photos):
     key(qtbot, w, "Ctrl+Z")
     assert w.editor.current_mask() is None
     key(qtbot, w, "E")
-    assert w.canvas.brush_mode is None
+    assert w.canvas.brush_mode is None and w.tool_label.isHidden()
 
     w.canvas.zoom_by(4)  # middle-drag pans; it never adds a prompt
     before = w.canvas.mapToScene(w.canvas.viewport().rect().center())
