@@ -129,7 +129,7 @@ def test_the_mixture_between_two_biased_copies_of_a_good_model_wins(pets_root):
             confusion.update(segmenter.segment(load_rgb(pets_root / "TrainVal" / "color" / f"{stem}.jpg")),
                              load_mask(label_dir / f"{stem}.png"))
         row["val_miou"] = confusion.labelled_mean_iou()
-        return {"miou": row["val_miou"]}
+        return {"miou": row["val_miou"], "score": row["val_miou"]}
 
     good = {name: value.clone() for name, value in model.state_dict().items()}
     shift = torch.tensor([0.0, 0.0, 6.0])
@@ -202,6 +202,7 @@ def test_frozen_encoder_and_anchor_guard_the_parents_weights(annotated_folder, p
     (["--size", "128"], "was trained with --size 64"),
     (["--copy-paste", "0.5"], "--copy-paste is only for prompt_unet"),
     (["--first-prompt-loss", "0.5"], "--first-prompt-loss is only for prompt_unet"),
+    (["--best-by", "1-and-3-clicks"], "--best-by is only for prompt_unet"),
 ])
 def test_finetune_refuses_options_that_cannot_work(annotated_folder, parent, tmp_path, capsys, argv, message):
     code = main(["finetune", "--init-from", str(parent), "--data", str(annotated_folder), "--out", str(tmp_path / "r"),
@@ -389,9 +390,9 @@ def test_an_epoch_that_forgets_is_never_the_best():
 
     progress = Progress(best=0.80, parent={"val_miou": 0.80, "replay_miou": 0.90})
     forgetting = {"phase": "segmentation", "val_miou": 0.95, "replay_miou": 0.90 - 2 * REPLAY_TOLERANCE}
-    assert progress.forgets(forgetting) and not progress.record(forgetting, {"miou": 0.95}, 0)
+    assert progress.forgets(forgetting) and not progress.record(forgetting, {"miou": 0.95, "score": 0.95}, 0)
     kept = {"phase": "segmentation", "val_miou": 0.85, "replay_miou": 0.90 - REPLAY_TOLERANCE / 2}
-    assert progress.record(kept, {"miou": 0.85}, 1) and progress.best_epoch == 2
+    assert progress.record(kept, {"miou": 0.85, "score": 0.85}, 1) and progress.best_epoch == 2
 
 
 def test_replay_refuses_a_folder_without_enough_photos(annotated_folder, parent, tmp_path, capsys):

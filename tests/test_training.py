@@ -212,6 +212,22 @@ def test_first_prompt_loss_judges_the_initial_prompt_alone():
     assert PromptTrainingStep(model, judge_first_prompt=True)(images, masks, rounds=0, seed=3)[2] is None
 
 
+def test_best_by_one_and_three_clicks_prefers_the_epoch_with_the_better_first_click():
+    """Two epochs: A is better after 3 clicks, B after 1 click by more than A leads after 3. The
+    default rule keeps A; --best-by 1-and-3-clicks makes B the best."""
+    from training.fit.run import Progress
+    from training.fit.validation import selection_score
+
+    epochs = [{"miou": 0.95, "iou_1click": 0.70, "iou_3click": 0.95},
+              {"miou": 0.94, "iou_1click": 0.85, "iou_3click": 0.94}]
+    for best_by, winner in (("3-clicks", 1), ("1-and-3-clicks", 2)):
+        progress = Progress()
+        for epoch, metrics in enumerate(epochs):
+            progress.record({"phase": "segmentation"}, {**metrics, "score": selection_score(metrics, best_by)}, epoch)
+        assert progress.best_epoch == winner, best_by
+    assert selection_score(epochs[1], "1-and-3-clicks") == pytest.approx(0.895)
+
+
 # --------------------------------------------------------------------------- fit, every architecture
 
 ARCH_RUNS = {
@@ -222,7 +238,7 @@ ARCH_RUNS = {
     "clip": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
     "clip_unet": ["--epochs", "2", "--batch-size", "2", "--lr", "3e-3", "--clip-weights", "none", "--limit", "2"],
     "prompt_unet": ["--epochs", "4", "--batch-size", "4", "--lr", "3e-3", "--clicks-rounds", "2",
-                    "--first-prompt-loss", "0.5"],
+                    "--first-prompt-loss", "0.5", "--best-by", "1-and-3-clicks"],
 }
 
 
@@ -259,6 +275,7 @@ def test_fit_trains_writes_and_is_discovered(arch, tiny_data, tmp_path, monkeypa
     if arch == "prompt_unet":
         assert {"iou_1click", "iou_3click"} <= set(meta["metrics"])
         assert meta["training"]["first_prompt_loss"] == 0.5
+        assert meta["training"]["best_by"] == "1-and-3-clicks"
     monkeypatch.setenv("PETSEG_RUNS", str(runs))
     found = {e.path.name for e in discover_checkpoints() if e.source == "training"}
     assert found == {"last.safetensors", "best.safetensors"}  # the resume state is not offered

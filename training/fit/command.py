@@ -87,13 +87,13 @@ def _train(cfg: FitConfig, rt: Runtime, data: Data, started: float,
     if rt.distributed:
         dist.barrier()  # no rank tears the process group down while rank 0 still writes
     if progress.mixed is not None:
-        rt.log(f"done: best val mIoU {progress.best:.4f} (the last epoch mixed with the starting model, "
+        rt.log(f"done: best {cfg.score_name} {progress.best:.4f} (the last epoch mixed with the starting model, "
                f"{progress.mixed:.2f} of its change kept); checkpoints in {run.out}")
     elif progress.best_epoch:
-        rt.log(f"done: best val mIoU {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
+        rt.log(f"done: best {cfg.score_name} {progress.best:.4f} (epoch {progress.best_epoch}); checkpoints in {run.out}")
     else:
         tried = "no epoch nor mixture" if cfg.mix_parent else "no epoch"
-        rt.log(f"done: {tried} beat --init-from's val mIoU {progress.best:.4f}; no best.safetensors in {run.out}")
+        rt.log(f"done: {tried} beat --init-from's {cfg.score_name} {progress.best:.4f}; no best.safetensors in {run.out}")
     emit(run, "done", best_val_miou=progress.best, best_epoch=progress.best_epoch, mixed=progress.mixed,
          parent=progress.parent, out=str(run.out))
     return 0

@@ -34,6 +34,8 @@ ENCODER_START = {"scratch": ", no pretrained weights", "effnet_lite0": " with Im
 ENCODER_ALTERNATIVE = {"scratch": "trains from scratch", "effnet_lite0": "starts from ImageNet EfficientNet-Lite0"}
 MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keywords, where arch.options lists them
 
+BEST_BY = ("3-clicks", "1-and-3-clicks")  # what picks a prompt model's best epoch (--best-by)
+
 # ``petseg-train finetune``: fit's options with these defaults, for a small folder of the user's own
 # photos starting from --init-from: a few epochs, a fifth of the photos kept aside to judge it, and
 # guards against forgetting that need no original data (a frozen encoder, batch-norm statistics
@@ -96,6 +98,7 @@ class FitConfig:
     clicks_rounds: int = 3
     copy_paste: float = 0.0
     first_prompt_loss: float = 0.0
+    best_by: str = "3-clicks"  # prompt models: see BEST_BY
     init_from: str | None = None
     freeze_encoder: bool = False
     freeze_norm: bool = False
@@ -122,6 +125,11 @@ class FitConfig:
     def architecture(self) -> Architecture:
         """The registry entry of ``arch``."""
         return get_architecture(self.arch)
+
+    @property
+    def score_name(self) -> str:
+        """What picks the best epoch (see :func:`training.fit.validation.selection_score`), for log lines."""
+        return "val mean IoU after 1 and 3 clicks" if self.best_by == "1-and-3-clicks" else "val mIoU"
 
     def options(self) -> dict[str, Any]:
         """The options by argparse dest: what the resume state saves."""
@@ -207,6 +215,8 @@ class FitConfig:
             raise FitError(f"--copy-paste {self.copy_paste}: must be between 0 and 1")
         if self.first_prompt_loss < 0:
             raise FitError(f"--first-prompt-loss {self.first_prompt_loss}: must be 0 or more")
+        if self.best_by != BEST_BY[0] and arch.task != PROMPT:
+            raise FitError(f"--best-by is only for {_names(lambda a: a.task == PROMPT, ' and ')}")
         if self.first_prompt_loss and arch.task != PROMPT:
             raise FitError(f"--first-prompt-loss is only for {_names(lambda a: a.task == PROMPT, ' and ')}")
         if self.copy_paste and arch.task != PROMPT:
@@ -352,6 +362,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
     p.add_argument("--first-prompt-loss", type=float, default=d["first_prompt_loss"], metavar="W",
                    help=f"{_names(lambda a: a.task == PROMPT)}: also judge the initial prompt's own prediction "
                    "(before the corrective clicks), with this weight: one click is what a user tries first")
+    p.add_argument("--best-by", choices=BEST_BY, default=d["best_by"],
+                   help=f"{_names(lambda a: a.task == PROMPT)}: the validation figure an epoch must beat to be the "
+                   "best: IoU after 3 clicks, or the mean of IoU after 1 and after 3 clicks (the first click counts as much)")
     p.add_argument("--init-from", default=d["init_from"], metavar="CHECKPOINT", required=finetune,
                    help="fine-tune: start from this checkpoint's weights (its architecture options and "
                    "input size are used; the best checkpoint must beat it on the validation photos)")

@@ -26,7 +26,7 @@ from training.fit.runtime import batch_to_device
 from training.fit.saving import save_epoch, save_mixture, write_errors
 from training.fit.schedule import lr_at
 from training.fit.state import restore_optimizer, set_rng_state
-from training.fit.validation import validate_prompt, validate_semantic
+from training.fit.validation import selection_score, validate_prompt, validate_semantic
 
 
 def start_phase(run: Run, index: int,
@@ -66,10 +66,10 @@ def validate_parent(run: Run, progress: Progress) -> None:
     row: dict[str, Any] = {}
     metrics = _validate(run, row)
     progress.parent = {key: row[key] for key in ("val_miou", "iou_1click", "iou_3click", "replay_miou") if key in row}
-    progress.best = metrics["miou"]
+    progress.best = metrics["score"]
     kept = "" if "replay_miou" not in row else (
         f" and keep the replayed photos' mIoU {row['replay_miou']:.4f} within {REPLAY_TOLERANCE}")
-    run.rt.log(f"the starting model (--init-from) scores val mIoU {metrics['miou']:.4f} on the photos kept aside; "
+    run.rt.log(f"the starting model (--init-from) scores {run.cfg.score_name} {metrics['score']:.4f} on the photos kept aside; "
                f"an epoch must beat it{kept} to be saved as best.safetensors")
     emit(run, "parent", **progress.parent)
 
@@ -212,6 +212,7 @@ def _validate(run: Run, row: dict[str, Any]) -> dict[str, Any]:
         for name, value in metrics["per_class_iou"].items():
             row[f"iou_{name}"] = None if value is None else round(value, 5)
     row.update(val_loss=round(metrics["val_loss"], 6), val_miou=round(metrics["miou"], 5))
+    metrics["score"] = selection_score(metrics, run.cfg.best_by)
     if run.replay_val is not None:
         row["replay_miou"] = round(validate(run.model, run.replay_val, run.criterion, run.cfg, run.rt)["miou"], 5)
     return metrics

@@ -39,9 +39,9 @@ def try_mixtures(model: nn.Module, start: dict[str, torch.Tensor], progress: Pro
         model.load_state_dict(mixed_weights(start, tuned, alpha))
         row: dict[str, Any] = {"mix": alpha}
         metrics = validate(row)
-        improved = progress.beats(metrics["miou"], row)
+        improved = progress.beats(metrics["score"], row)
         if improved:
-            progress.best, progress.mixed, winner = metrics["miou"], alpha, alpha
+            progress.best, progress.mixed, winner = metrics["score"], alpha, alpha
         judged(alpha, row, metrics, improved)
     model.load_state_dict(tuned)
     return winner

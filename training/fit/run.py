@@ -60,7 +60,7 @@ class Progress:
     """The run's record so far: saved in the resume state, advanced by every epoch."""
 
     history: list[dict[str, Any]] = field(default_factory=list)  # one log row per epoch
-    best: float = -1.0  # best validation mIoU
+    best: float = -1.0  # best validation score (FitConfig.score_name: mIoU unless --best-by says otherwise)
     best_epoch: int = 0  # its epoch within the segmentation phase
     start_phase: int = 0  # where this invocation starts: a phase index...
     start_epoch: int = 0  # ...and the epochs already done in that phase
@@ -80,9 +80,9 @@ class Progress:
         ``--replay``, its mIoU on the replayed photos kept aside is within ``REPLAY_TOLERANCE`` of
         the starting model's)."""
         self.history.append(row)
-        improved = row["phase"] == SEGMENTATION and self.beats(metrics["miou"], row)
+        improved = row["phase"] == SEGMENTATION and self.beats(metrics["score"], row)
         if improved:
-            self.best, self.best_epoch = metrics["miou"], epoch + 1
+            self.best, self.best_epoch = metrics["score"], epoch + 1
         self.epochs_this_run += 1
         return improved
 

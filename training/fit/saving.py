@@ -125,6 +125,7 @@ def _training_metadata(run: Run, phase: Phase, epoch: int, progress: Progress) -
         "encoder": run.config.get("encoder"),
         "copy_paste": cfg.copy_paste if prompt else None,
         "first_prompt_loss": cfg.first_prompt_loss if prompt else None,
+        "best_by": cfg.best_by if prompt else None,
         "init_from": cfg.init_from,
         "parent_val": progress.parent,
         "freeze_encoder": cfg.freeze_encoder,

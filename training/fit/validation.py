@@ -141,3 +141,11 @@ def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, cfg: Fi
     n = max(reduced[4], 1)
     iou1, iou3 = reduced[2] / n, reduced[3] / n
     return {"val_loss": reduced[0] / max(reduced[1], 1), "miou": iou3, "iou_1click": iou1, "iou_3click": iou3}
+
+
+def selection_score(metrics: dict[str, Any], best_by: str) -> float:
+    """The figure an epoch must beat to become the best: the validation mIoU (a prompt model's IoU
+    after 3 clicks) or, with ``--best-by 1-and-3-clicks``, the mean of IoU after 1 and after 3 clicks."""
+    if best_by == "1-and-3-clicks":
+        return (metrics["iou_1click"] + metrics["iou_3click"]) / 2
+    return metrics["miou"]
