@@ -6,6 +6,7 @@ undo stack; the worker (own thread) owns the models. Everything that can fail sh
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from PyQt5 import sip
@@ -568,7 +569,8 @@ class MainWindow(QMainWindow):
         if self.files.count() == 0:
             self.statusBar().showMessage(f"No images in {folder}", 5000)
             return
-        self.open_row(0)
+        last = self.settings.value(_last_photo_key(folder), "")
+        self.open_row(max(0, self.files.row_of(folder / str(last))) if last else 0)  # where the user left off
 
     def open_image(self, path: Path) -> None:
         path = Path(path)
@@ -600,6 +602,8 @@ class MainWindow(QMainWindow):
             self.warn("Cannot open image", str(error))
             return
         self.image_path = path
+        if self.folder == path.parent:
+            self.settings.setValue(_last_photo_key(path.parent), path.name)
         self.latency_label.setText("")  # the timing of the previous photo's model runs no longer applies
         self.cursor_label.setText("")
         rgb = self.editor.rgb
@@ -789,3 +793,8 @@ def _unsaved_question(count: int, folder: str) -> str:
                 "Write its mask?")
     return (f"{count} photos in {folder} have objects whose mask file is missing or older than the annotation. "
             "Write their masks?")
+
+
+def _last_photo_key(folder: Path) -> str:
+    """The settings key of the photo last open in ``folder`` (a digest: paths make poor keys)."""
+    return "lastPhoto/" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:16]

@@ -459,6 +459,19 @@ def test_brush_eraser_pan_and_undo(qtbot, window, photos):
     assert w.editor.doc.prompts.is_empty()
 
 
+def test_a_folder_reopens_at_the_photo_last_open(qtbot, with_models, photos):
+    w = make_window(qtbot, with_models)
+    w.open_path(photos)
+    assert w._row == 0
+    w.open_row(2)
+    third = w.image_path
+    w.close()
+    w2 = make_window(qtbot, with_models)  # the same settings file: a restart
+    w2.open_path(photos)
+    assert w2.image_path == third and w2.files.currentRow() == 2
+    w2.close()
+
+
 def test_window_state_and_models_persist(qtbot, with_models, dialogs, tmp_path, tiny_prompt_checkpoint):
     w = make_window(qtbot, tmp_path)
     w.resize(900, 650)
