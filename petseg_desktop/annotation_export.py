@@ -73,7 +73,7 @@ class AnnotationExportSummary:
         """The result in short lines: counts first, then one line per empty or failed photo."""
         head = f"{count(self.photos, 'photo')}, {count(self.objects, 'object')}: {count(self.files, 'file')} in {self.output}"
         return [head, *(f"no annotation: {p.name}" for p in self.empty),
-                *(f"failed: {p.name}: {reason}" for p, reason in self.failed)]
+                *(f"failed: {p.name}: {reason.removeprefix(f'{p.name}: ')}" for p, reason in self.failed)]
 
 
 def count(n: int, noun: str) -> str:

@@ -243,3 +243,14 @@ def test_neutral_structure_label_map():
     a[:2] = True
     item = PhotoObjects(Path("p.jpg"), 4, 4, [LabelledMask(CAT, a), LabelledMask(DOG, np.eye(4, dtype=bool))])
     assert item.label_map()[0, 0] == DOG and item.instance_map()[1, 1] == 2 and item.objects[0].bbox() == [0, 0, 4, 2]
+
+
+def test_a_photo_that_is_no_image_is_one_plain_line_in_the_export(annotated, tmp_path, capsys):
+    """A file named like a photo that is no image: its failure names it once and says what it is."""
+    folder = tmp_path / "photos"
+    shutil.copytree(annotated, folder)
+    (folder / "notes.jpg").write_text("not a photo")
+    _export(folder, tmp_path / "out", "coco")
+    captured = capsys.readouterr()
+    lines = [line.strip() for line in (captured.out + captured.err).splitlines() if "notes.jpg" in line]
+    assert lines == ["failed: notes.jpg: not an image, or an unsupported format"]

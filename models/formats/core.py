@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from models.classes import CLASS_NAMES, PET_CLASSES
+from models.errors import one_line
 from models.files import atomic_path
 from models.images import IMAGE_SUFFIXES, MAX_PIXELS
 
@@ -198,8 +199,10 @@ def photo_size(path: Path) -> tuple[int, int]:
             width, height = image.size
             if image.getexif().get(EXIF_ORIENTATION) in EXIF_TURNED:
                 width, height = height, width
+    except Image.UnidentifiedImageError:
+        raise FormatError(path, "not an image, or an unsupported format") from None
     except Exception as error:  # noqa: BLE001 - any undecodable header is one line
-        raise FormatError(path, f"cannot read the image size ({type(error).__name__})") from None
+        raise FormatError(path, f"cannot read the image size ({one_line(error)})") from None
     return height, width
 
 
