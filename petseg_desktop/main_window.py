@@ -39,6 +39,7 @@ MIN_RESTORED_SIZE = (800, 560)
 DOCK_WIDTHS = {"Files": 150, "Objects": 220}  # first start: the canvas keeps most of a small window
 OPEN_HINT = "Open a folder (Ctrl+Shift+O) or a photo (Ctrl+O)"
 PROMPT_HINT = "Click the pet, or drag a box around it"
+UNREADABLE_HINT = "This photo cannot be read: pick another in the Files list (A / D)"
 
 
 def default_settings() -> QSettings:
@@ -374,7 +375,11 @@ class MainWindow(QMainWindow):
         """The first-run hint for what to do next, and a Class box that is empty without objects."""
         doc = self.editor.doc
         fresh = doc is not None and not doc.objects and doc.prompts.is_empty() and self.editor.current_mask() is None
-        self.canvas.set_hint(OPEN_HINT if doc is None else PROMPT_HINT if fresh and not self._acted else None)
+        if doc is None:
+            unreadable = 0 <= self._row < self.files.count() and self.files.state(self._row) == "failed"
+            self.canvas.set_hint(UNREADABLE_HINT if unreadable else OPEN_HINT)
+        else:
+            self.canvas.set_hint(PROMPT_HINT if fresh and not self._acted else None)
         has_objects = doc is not None and bool(doc.objects)
         self.objects.combo.setEnabled(has_objects)
         if not has_objects:
@@ -594,10 +599,10 @@ class MainWindow(QMainWindow):
         try:
             self.editor.open_image(path)
         except (ImageLoadError, OSError) as error:
+            self.files.set_state(path, "failed")  # first: closing the image shows the hint that goes with it
             self.editor.close_image()
             self.canvas.set_image(None)
             self.image_path = None
-            self.files.set_state(path, "failed")
             self.size_label.setText("")
             self.warn("Cannot open image", str(error))
             return

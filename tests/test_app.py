@@ -317,6 +317,7 @@ def test_corrupt_image_gives_a_dialog_and_the_app_goes_on(qtbot, window, photos,
     w.open_path(photos)
     assert dialogs and dialogs[-1][1] == "Cannot open image" and "0000_broken.jpg" in dialogs[-1][2]
     assert w.files.state(0) == "failed" and w.editor.doc is None
+    assert w.canvas.hint().startswith("This photo cannot be read")  # not "Open a folder": one is open
     key(qtbot, w, "D")
     qtbot.waitUntil(lambda: w.editor.doc is not None, timeout=WAIT)
     assert w.image_path == sorted(photos.glob("*.jpg"), key=lambda p: p.name.lower())[1]
