@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from models.errors import one_line
 from models.files import atomic_path
+from models.formats.core import FormatError, photo_size
+from models.formats.png import load_mask_checked, objects_from_maps
 from petseg_desktop.folder import mask_path
 from petseg_desktop.mask_files import SAVED, mask_state
 
@@ -53,22 +56,39 @@ def copy_training_data(
     data: Path,
     progress: Callable[[int, int, str], None],
     cancel: threading.Event,
-) -> Path:
-    """Copy each photo to ``data/images/`` and its mask to ``data/masks/<stem>_mask.png``; returns ``data``.
+) -> list[str]:
+    """Copy each photo to ``data/images/`` and its mask to ``data/masks/<stem>_mask.png``, leaving out
+    the photos whose mask cannot be trained on (:func:`mask_problem`); returns one line per photo left out.
 
     Raises :class:`CopyCancelled` when ``cancel`` is set, OSError when a copy fails.
     """
     images, masks = data / "images", data / "masks"
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(exist_ok=True)
+    left_out = []
     for done, photo in enumerate(photos):
         if cancel.is_set():
             raise CopyCancelled("cancelled")
         progress(done, len(photos), photo.name)
+        mask = mask_path(photo, output_dir)
+        problem = mask_problem(photo, mask)
+        if problem is not None:
+            left_out.append(problem)
+            continue
         shutil.copyfile(photo, images / photo.name)
-        shutil.copyfile(mask_path(photo, output_dir), masks / f"{photo.stem}_mask.png")
+        shutil.copyfile(mask, masks / f"{photo.stem}_mask.png")
     progress(len(photos), len(photos), "")
-    return data
+    return left_out
+
+
+def mask_problem(photo: Path, mask: Path) -> str | None:
+    """Why ``mask`` cannot be trained on as ``photo``'s (not its size, values that are not classes,
+    unreadable), in one line; None when it can. The file list reads only headers; this decodes it."""
+    try:
+        objects_from_maps(load_mask_checked(mask, photo_size(photo), beside="photo"), None, mask)
+    except (FormatError, OSError) as error:
+        return one_line(error)
+    return None
 
 
 def install_checkpoint(best: Path, arch: str, folder: Path, when: datetime) -> Path:

@@ -233,8 +233,18 @@ class ImproveDialog(JobDialog):
         self.window.settings.setValue(REPLAY_SETTING, self.replay.text().strip())
         output_dir, data = self.window.output_dir(), self.work / "data"
         self.launch(lambda progress, cancel: copy_training_data(self.photos, output_dir, data, progress, cancel),
-                    lambda _: self._next_run(), f"Copying {len(self.photos)} photos and their masks to {data}")
+                    self._copied, f"Copying {len(self.photos)} photos and their masks to {data}")
         return True
+
+    def _copied(self, left_out: list[str]) -> None:
+        """The photos are copied: train, unless too few had a mask that can be trained on."""
+        if left_out:
+            self.log.appendPlainText(f"Left out {len(left_out)} photo{'s' if len(left_out) > 1 else ''} whose "
+                                     "mask cannot be trained on:\n" + "\n".join(left_out))
+        usable = len(self.photos) - len(left_out)
+        if usable < MIN_PHOTOS:
+            return self._failed(f"{usable} photos have a mask that can be trained on; at least {MIN_PHOTOS} are needed")
+        self._next_run()
 
     def show_progress(self, done: int, total: int, what: str) -> None:
         self.rate_label.setText(f"Copying photos: {done}/{total}")

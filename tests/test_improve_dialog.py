@@ -8,8 +8,10 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from app_driver import WAIT, make_window
 from models.checkpoint import make_metadata, save_checkpoint
@@ -210,6 +212,21 @@ def test_a_failed_run_says_why_in_one_line(qtbot, app, photos_folder, constant_m
     assert "Traceback" not in dialog.log.toPlainText() and user_checkpoints() == []
     assert dialog.start_button.isEnabled()
     assert not dialog.work.exists()  # nothing ran: no empty work folder is left behind
+
+
+def test_a_mask_that_cannot_be_trained_on_is_left_out_and_said(qtbot, app, photos_folder, constant_models):
+    """A saved mask of the photo's size whose values are not classes passes the file list (headers
+    only) but not the copy: it is left out in one line, and with 19 photos left nothing trains."""
+    dialog = open_dialog(qtbot, app, photos_folder, constant_models["dog everywhere"], epochs=1)
+    bad = sorted(photos_folder.glob("*_mask.png"))[0]
+    labels = np.array(Image.open(bad))
+    Image.fromarray(np.where(labels == 1, 7, labels).astype(np.uint8)).save(bad)
+    dialog.start_button.click()
+    qtbot.waitUntil(lambda: dialog.rate_label.text() == "Failed", timeout=RUN_WAIT)
+    log = dialog.log.toPlainText()
+    assert f"Left out 1 photo whose mask cannot be trained on:\n{bad.name}: value 7 is not a class" in log
+    assert log.splitlines()[-1] == f"Failed: {MIN_PHOTOS - 1} photos have a mask that can be trained on; at least {MIN_PHOTOS} are needed"
+    assert user_checkpoints() == [] and dialog.start_button.isEnabled() and not dialog.work.exists()
 
 
 def test_original_data_is_remembered_sets_the_recipe_and_reaches_the_child(qtbot, app, photos_folder,
