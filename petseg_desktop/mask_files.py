@@ -73,7 +73,10 @@ def state_of(objects_digest_now: str, has_objects: bool, recorded: str | None, m
 
     A mask file with no objects and no write of PetSeg's recorded was made elsewhere and nothing
     disagrees with it (e.g. a stray click undone): saved, as when there is no annotation at all.
+    An all-background mask recorded for no objects (earlier versions wrote one) is nothing yet.
     """
+    if not has_objects and recorded == objects_digest_now:
+        return TODO
     if mask_exists and (recorded == objects_digest_now or (recorded is None and not has_objects)):
         return SAVED
     return UNSAVED if has_objects or (mask_exists and recorded is not None) else TODO

@@ -9,7 +9,7 @@ from PIL import Image
 from PyQt5.QtWidgets import QMessageBox
 
 from petseg_desktop.folder import mask_path
-from petseg_desktop.mask_files import APP_MARK, SAVED, TODO, UNSAVED, mask_state
+from petseg_desktop.mask_files import APP_MARK, SAVED, TODO, UNSAVED, mask_state, objects_digest, state_of
 from app_driver import WAIT, drag, key, make_window, open_and_wait
 
 
@@ -60,6 +60,14 @@ def test_masks_follow_the_objects_when_written_automatically(qtbot, window, phot
     key(qtbot, w, "Ctrl+Z")  # the object back: its mask written again
     qtbot.waitUntil(lambda: target.is_file() and w.files.state(0) == SAVED, timeout=WAIT)
     assert np.array(Image.open(target))[60, 75] == cid
+
+
+def test_an_all_background_mask_recorded_for_no_objects_is_nothing_yet():
+    """Earlier versions wrote an all-background mask when the last object went; such a photo reads
+    as not annotated, while a mask written for objects that are gone since is a stale one."""
+    none, some = objects_digest([]), "0" * 40
+    assert state_of(none, False, none, True) == TODO
+    assert state_of(none, False, some, True) == UNSAVED and state_of(none, False, None, True) == SAVED
 
 
 def test_saving_without_an_accepted_object_writes_nothing(qtbot, with_models, photos):
