@@ -150,14 +150,13 @@ def write_masks(
     return targets
 
 
-def remove_own_masks(doc: ImageAnnotation, targets: Sequence[Path], overwrite: Sequence[Path] = ()) -> list[Path]:
+def remove_own_masks(doc: ImageAnnotation, targets: Sequence[Path], overwrite: Sequence[Path] = ()) -> None:
     """Remove those of ``targets`` that PetSeg wrote (or the user agreed to replace, ``overwrite``);
-    the photo then has no mask and reads as not annotated. Returns the files removed."""
-    removed = [t for t in targets if t.is_file() and (t in overwrite or written_by_petseg(t))]
-    for target in removed:
-        target.unlink()
+    the photo then has no mask and reads as not annotated."""
+    for target in targets:
+        if target.is_file() and (target in overwrite or written_by_petseg(target)):
+            target.unlink()
     doc.mask_digest = None
-    return removed
 
 
 def objects_of_mask_file(image_path: Path, output_dir: Path | None, shape: tuple[int, int]) -> list[AnnotationObject]:
