@@ -124,6 +124,9 @@ def test_a_second_process_opens_read_only_until_the_first_exits(
     assert holder.wait(30) == 0
     assert not lock_file(photos).exists()
     w = open_folder(qtbot, tmp_path, photos)
+    assert w.image_path == list_images(photos)[1]  # the folder reopens where the last window left it
+    w.open_image(first)
+    qtbot.waitUntil(lambda: w.editor.doc is not None and w.image_path == first, timeout=10000)
     assert_writes(qtbot, w, first)
     w.close()
     assert not lock_file(photos).exists()
