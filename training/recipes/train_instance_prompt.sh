@@ -22,7 +22,7 @@ COMMON=(--arch prompt_unet --data "$DATA" --resume --first-prompt-loss 1.0 --bes
 echo "=== $(date -Is) stage 1: the shipped prompt_unet fine-tuned with --copy-paste 0.5"
 "$TRAIN" fit "${COMMON[@]}" --init-from resources/checkpoints/petseg-prompt-effnet256.safetensors \
     --out "$RUNS/prompt_unet-instance-v2-stage1" --copy-paste 0.5 --epochs 5 --warmup-epochs 0.5
-echo "=== $(date -Is) stage 2: 4 more epochs from stage 1's best, --copy-paste 0.3"
+echo "=== $(date -Is) stage 2: 8 more epochs from stage 1's best, --copy-paste 0.3"
 "$TRAIN" fit "${COMMON[@]}" --init-from "$RUNS/prompt_unet-instance-v2-stage1/best.safetensors" \
-    --out "$RUNS/prompt_unet-instance-v2-stage2" --copy-paste 0.3 --epochs 4 --warmup-epochs 0.3
+    --out "$RUNS/prompt_unet-instance-v2-stage2" --copy-paste 0.3 --epochs 8 --warmup-epochs 0.3
 echo "=== $(date -Is) done: $RUNS/prompt_unet-instance-v2-stage2/best.safetensors"
