@@ -28,7 +28,7 @@ from petseg_desktop.mask_files import UNSAVED, MaskNotOurs, mask_state, save_pho
 from petseg_desktop.hover_preview import HoverPreview
 from petseg_desktop.model_menu import ModelMenus
 from petseg_desktop.overlay_colours import OUTLINE, OverlayColoursDialog, load_colours, save_colours
-from petseg_desktop.panels import Controls, FileList, ObjectPanel
+from petseg_desktop.panels import FAILED, Controls, FileList, ObjectPanel
 from petseg_desktop.worker import WorkerHost
 
 MAX_RECENT = 8
@@ -281,12 +281,17 @@ class MainWindow(QMainWindow):
         return dialog
 
     def reread_states(self) -> None:
-        """Read the listed photos' states from disk again (something else wrote masks), the open
-        photo's from the editor; photos that failed to open keep saying so."""
-        out = self.output_dir()
-        for row, path in enumerate(self.files.paths()):
-            if self.files.state(row) != "failed":
-                self.files.set_state(path, self.editor.mask_state() if path == self.image_path else mask_state(path, out))
+        """Read the listed photos' states again (something else wrote masks)."""
+        paths = self.files.paths()
+        for path, state in zip(paths, self._states(paths)):
+            self.files.set_state(path, state)
+
+    def _states(self, paths: list[Path]) -> list[str]:
+        """The file-list state of each of ``paths``: the open photo's from the editor, the others'
+        from disk; photos that failed to open keep saying so."""
+        failed, out = set(self.files.rows_in(FAILED)), self.output_dir()
+        return [FAILED if path in failed else self.editor.mask_state() if path == self.image_path
+                else mask_state(path, out) for path in paths]
 
     def _folder_for(self, what: str) -> Path | None:
         """The open folder, or None after telling that ``what`` needs one."""
@@ -376,7 +381,7 @@ class MainWindow(QMainWindow):
         doc = self.editor.doc
         fresh = doc is not None and not doc.objects and doc.prompts.is_empty() and self.editor.current_mask() is None
         if doc is None:
-            unreadable = 0 <= self._row < self.files.count() and self.files.state(self._row) == "failed"
+            unreadable = 0 <= self._row < self.files.count() and self.files.state(self._row) == FAILED
             self.canvas.set_hint(UNREADABLE_HINT if unreadable else OPEN_HINT)
         else:
             self.canvas.set_hint(PROMPT_HINT if fresh and not self._acted else None)
@@ -510,12 +515,8 @@ class MainWindow(QMainWindow):
             return  # gone or unreadable: the list stays as it was
         if paths == self.files.paths():
             return
-        old = {path: self.files.state(row) for row, path in enumerate(self.files.paths())}
-        out = self.output_dir()
-        self.files.set_files(paths, [mask_state(p, out) for p in paths])
-        for path, state in old.items():
-            if state == "failed":
-                self.files.set_state(path, state)
+        old = self.files.paths()
+        self.files.set_files(paths, self._states(paths))
         self._row = self.files.row_of(self.image_path) if self.image_path is not None else -1
         self.files.select_row(self._row)
         added, removed = len(set(paths) - set(old)), len(set(old) - set(paths))
@@ -599,7 +600,7 @@ class MainWindow(QMainWindow):
         try:
             self.editor.open_image(path)
         except (ImageLoadError, OSError) as error:
-            self.files.set_state(path, "failed")  # first: closing the image shows the hint that goes with it
+            self.files.set_state(path, FAILED)  # first: closing the image shows the hint that goes with it
             self.editor.close_image()
             self.canvas.set_image(None)
             self.image_path = None

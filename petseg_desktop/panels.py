@@ -25,12 +25,13 @@ from models.classes import CLASS_NAMES, PET_CLASSES
 from petseg_desktop.canvas import OVERLAY_COLOURS
 
 PATH_ROLE = Qt.UserRole
-STATE_ROLE = Qt.UserRole + 1  # "todo", "unsaved", "annotated" (see mask_files) or "failed"
+STATE_ROLE = Qt.UserRole + 1  # "todo", "unsaved", "annotated" (see mask_files) or FAILED
+FAILED = "failed"  # the state of a photo that could not be opened
 STATE_TIPS = {
     "todo": "nothing annotated yet",
     "unsaved": "annotated, but the mask file is not written or is older than the annotation",
     "annotated": "mask written and current",
-    "failed": "could not be opened",
+    FAILED: "could not be opened",
 }
 
 
@@ -72,7 +73,7 @@ class FileList(QListWidget):
             "annotated": dot_icon(QColor(40, 170, 60), True, "check"),
             "unsaved": dot_icon(QColor(230, 140, 20), True, "dot"),
             "todo": dot_icon(QColor(150, 150, 150), False),
-            "failed": dot_icon(QColor(210, 40, 40), True, "cross"),
+            FAILED: dot_icon(QColor(210, 40, 40), True, "cross"),
         }
         self.currentRowChanged.connect(self._user_row)
 

@@ -326,6 +326,23 @@ def test_corrupt_image_gives_a_dialog_and_the_app_goes_on(qtbot, window, photos,
     assert len(dialogs) == 1
 
 
+def test_a_folder_listed_again_keeps_what_it_knew(qtbot, window, photos, dialogs):
+    """A photo added while the folder is open (the watcher lists it again): it appears as todo, a
+    photo that could not be opened still says so, and the open photo stays selected."""
+    w = window
+    (photos / "0000_broken.jpg").write_bytes(b"not a jpeg")
+    w.open_path(photos)
+    key(qtbot, w, "D")
+    qtbot.waitUntil(lambda: w.editor.doc is not None, timeout=WAIT)
+    opened = w.image_path
+    added = photos / "zzzz_new.jpg"
+    shutil.copy(opened, added)
+    w.rescan_folder()
+    assert w.files.state(w.files.row_of(photos / "0000_broken.jpg")) == "failed"
+    assert w.files.state(w.files.row_of(added)) == "todo"
+    assert w.files.currentRow() == w.files.row_of(opened) and "1 photo(s) added" in w.statusBar().currentMessage()
+
+
 def test_missing_model_gives_a_dialog(qtbot, isolated, dialogs, photos):
     w = make_window(qtbot, isolated, wait_models=False)
     open_and_wait_no_model = sorted(photos.iterdir())[0]
