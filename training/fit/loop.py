@@ -114,8 +114,8 @@ def mix_with_parent(run: Run, phase: Phase, progress: Progress) -> None:
         if improved:
             with write_errors(run):
                 save_mixture(run, phase, metrics, progress)
-        run.rt.log(f"mixed with the starting model, {alpha:.2f} of the fine-tuned change kept: "
-                   f"val mIoU {metrics['miou']:.4f}{_replay_note(row, progress)}{' (best)' if improved else ''}")
+        verdict = f"{run.cfg.score_name} {metrics['score']:.4f}{_replay_note(row, progress)}{' (best)' if improved else ''}"
+        run.rt.log(f"mixed with the starting model, {alpha:.2f} of the fine-tuned change kept: {verdict}")
         emit(run, "mix", alpha=alpha, improved=improved,
              **{key: row[key] for key in ("val_miou", "iou_1click", "replay_miou") if key in row})
 

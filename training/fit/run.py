@@ -76,7 +76,7 @@ class Progress:
                    parent=header.get("parent"))
 
     def record(self, row: dict[str, Any], metrics: dict[str, Any], epoch: int) -> bool:
-        """Add an epoch's log row; True when its validation mIoU is the best so far (and, with
+        """Add an epoch's log row; True when its validation score is the best so far (and, with
         ``--replay``, its mIoU on the replayed photos kept aside is within ``REPLAY_TOLERANCE`` of
         the starting model's)."""
         self.history.append(row)
@@ -86,9 +86,9 @@ class Progress:
         self.epochs_this_run += 1
         return improved
 
-    def beats(self, miou: float, row: dict[str, Any]) -> bool:
-        """Whether validation mIoU ``miou`` (its log ``row``) beats the best so far without forgetting."""
-        return miou > self.best and not self.forgets(row)
+    def beats(self, score: float, row: dict[str, Any]) -> bool:
+        """Whether validation ``score`` (its log ``row``) beats the best so far without forgetting."""
+        return score > self.best and not self.forgets(row)
 
     def forgets(self, row: dict[str, Any]) -> bool:
         """True when the epoch's ``replay_miou`` fell more than ``REPLAY_TOLERANCE`` below the parent's."""
