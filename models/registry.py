@@ -52,7 +52,7 @@ ARCHITECTURES: Mapping[str, Architecture] = MappingProxyType({
         Architecture("clip", SEMANTIC, ClipSegmenter, pretrained=CLIP_RN50),
         Architecture("clip_unet", SEMANTIC, ClipUNet, pretrained=CLIP_RN50),
         Architecture("prompt_unet", PROMPT, PromptUNet, pretrained=IMAGENET_ENCODER,
-                     options=("base", "depth", "encoder"), default_config=MappingProxyType({"encoder": "effnet_lite0"})),
+                     options=("base", "depth", "encoder", "context"), default_config=MappingProxyType({"encoder": "effnet_lite0"})),
     )
 })
 

@@ -50,6 +50,22 @@ def pet_photos(pets_root: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(pets_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 real TrainVal photos (6 cats, 6 dogs) symlinked into the processed layout."""
+    root = tmp_path_factory.mktemp("pets")
+    color, label = root / "TrainVal" / "color", root / "TrainVal" / "label"
+    color.mkdir(parents=True)
+    label.mkdir(parents=True)
+    stems = sorted(p.stem for p in (pets_root / "TrainVal" / "color").glob("*.jpg"))
+    cats = [s for s in stems if s[0].isupper()][::40][:6]
+    dogs = [s for s in stems if s[0].islower()][::60][:6]
+    for stem in cats + dogs:
+        (color / f"{stem}.jpg").symlink_to(pets_root / "TrainVal" / "color" / f"{stem}.jpg")
+        (label / f"{stem}.png").symlink_to(pets_root / "TrainVal" / "label" / f"{stem}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
 def pet_samples(pets_root: Path, pet_photos: list[Path]) -> list:
     """The training.data samples (photo + mask) of the first three ``pet_photos``."""
     from training.data import find_samples

@@ -15,22 +15,6 @@ ARGS_TINY = ["--size", "64", "--encoder", "scratch", "--base", "8", "--depth", "
              "--no-progress"]  # --depth 3 is for the scratch encoder (the default, effnet_lite0, has 5 levels)
 
 
-@pytest.fixture(scope="session")
-def tiny_data(pets_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 real TrainVal photos (6 cats, 6 dogs) symlinked into the processed layout."""
-    root = tmp_path_factory.mktemp("pets")
-    color, label = root / "TrainVal" / "color", root / "TrainVal" / "label"
-    color.mkdir(parents=True)
-    label.mkdir(parents=True)
-    stems = sorted(p.stem for p in (pets_root / "TrainVal" / "color").glob("*.jpg"))
-    cats = [s for s in stems if s[0].isupper()][::40][:6]
-    dogs = [s for s in stems if s[0].islower()][::60][:6]
-    for stem in cats + dogs:
-        (color / f"{stem}.jpg").symlink_to(pets_root / "TrainVal" / "color" / f"{stem}.jpg")
-        (label / f"{stem}.png").symlink_to(pets_root / "TrainVal" / "label" / f"{stem}.png")
-    return root
-
-
 def read_log(run: Path) -> list[dict[str, str]]:
     with open(run / "log.csv", newline="") as f:
         return list(csv.DictReader(f))

@@ -4,7 +4,9 @@ Built for latency: ``encode_image`` runs the heavy image encoder once per image,
 ``decode(features, prompt_maps)`` runs per click: a light prompt encoder (one strided conv per
 scale on the 4 maps, see :mod:`models.prompts`) whose features are added to the cached image
 features at every scale, then the U-Net decoder. Cached features of batch 1 broadcast over a
-batch of prompt maps. Input sides must be multiples of ``2**depth`` (32 always works).
+batch of prompt maps. With ``context`` > 0, that many self-attention layers run over the deepest
+fused map (:mod:`models.architectures.context`) so a click reaches the whole pet. Input sides must
+be multiples of ``2**depth`` (32 always works).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from models.architectures.blocks import EncoderModel, UNetDecoder
+from models.architectures.context import GlobalContext
 from models.encoders import ConvBNReLU, build_encoder
 
 PROMPT_CHANNELS = 4  # positive clicks, negative clicks, box, previous mask
@@ -53,9 +56,11 @@ class PromptUNet(EncoderModel):
         depth: int | None = None,
         encoder: str = "scratch",
         bilinear: bool = True,
+        context: int = 0,
     ) -> None:
         super().__init__(build_encoder(encoder, 3, base, depth))
         self.prompt_encoder = PromptEncoder(self.encoder.channels, self.encoder.reductions)
+        self.context = GlobalContext(self.encoder.channels[-1], context) if context > 0 else None
         self.decoder = UNetDecoder(self.encoder.channels, base, 1, bilinear)
 
     def encode_image(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -65,6 +70,8 @@ class PromptUNet(EncoderModel):
     def decode(self, features: list[torch.Tensor], prompt_maps: torch.Tensor) -> torch.Tensor:
         """Object logits Bx1xSxS from cached ``features`` and ``prompt_maps`` (Bx4xSxS)."""
         fused = [f + p for f, p in zip(features, self.prompt_encoder(prompt_maps))]
+        if self.context is not None:
+            fused[-1] = self.context(fused[-1])
         return self.decoder(fused, prompt_maps.shape[-2:])
 
     def forward(self, image: torch.Tensor, prompt_maps: torch.Tensor) -> torch.Tensor:

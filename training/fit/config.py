@@ -32,7 +32,7 @@ SCRATCH = ENCODERS[0]  # what every architecture's encoder is without ImageNet w
 # How each encoder starts: after its name at the start of a run, and as the alternative to the default.
 ENCODER_START = {"scratch": ", no pretrained weights", "effnet_lite0": " with ImageNet weights"}
 ENCODER_ALTERNATIVE = {"scratch": "trains from scratch", "effnet_lite0": "starts from ImageNet EfficientNet-Lite0"}
-MODEL_OPTIONS = ("base", "depth", "encoder")  # options that are builder keywords, where arch.options lists them
+MODEL_OPTIONS = ("base", "depth", "encoder", "context")  # options that are builder keywords, where arch.options lists them
 
 BEST_BY = ("3-clicks", "1-and-3-clicks")  # what picks a prompt model's best epoch (--best-by)
 
@@ -81,6 +81,7 @@ class FitConfig:
     encoder: str | None = None  # None: the architecture's default_config (written in by with_default_encoder)
     base: int | None = None
     depth: int | None = None
+    context: int | None = None
     clip_weights: str | None = None
     loss: str = "ce_dice"
     class_weights: str = "none"
@@ -239,7 +240,9 @@ class FitConfig:
             )
         if self.encoder not in (None, SCRATCH) and "encoder" not in arch.options:
             raise FitError(f"--encoder {self.encoder} is only for {_names(_takes('encoder'), ' and ')}")
-        for key in ("base", "depth"):
+        if self.context is not None and self.context < 0:
+            raise FitError(f"--context {self.context}: must be 0 or more layers")
+        for key in ("base", "depth", "context"):
             if getattr(self, key) is not None and key not in arch.options:
                 raise FitError(f"--{key} is not an option of architecture {self.arch}")
         check_device(self.device)
@@ -330,6 +333,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, finetune: bool = False) -
                    f"(ImageNet EfficientNet-Lite0); default: {_defaults('encoder')}")
     p.add_argument("--base", type=int, default=d["base"], help="model base width (architecture default if omitted)")
     p.add_argument("--depth", type=int, default=d["depth"], help="model depth (architecture default if omitted)")
+    p.add_argument("--context", type=int, default=d["context"], metavar="LAYERS",
+                   help=f"{_names(_takes('context'))}: self-attention layers over the deepest features, so one "
+                   "click reaches the whole pet (default 0; with --init-from a model without them, they are "
+                   "added and start as no change)")
     p.add_argument("--clip-weights", default=d["clip_weights"], metavar="PATH|openai|none",
                    help=f"{clip}: RN50 weights file, 'openai' (open_clip cache), or 'none' "
                    "(random init: tests and smoke runs only)")

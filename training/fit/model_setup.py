@@ -9,6 +9,7 @@ model with its pretrained weights, each phase's epochs and the parts each phase 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from models.errors import one_line
 from models.registry import CLIP_RN50, IMAGENET_ENCODER, RECONSTRUCTION, SEGMENTATION, Architecture, build_model
 from training.fit.config import MODEL_OPTIONS, FitConfig
 from training.fit.errors import FitError
+from training.fit.parent import add_new_layers
 from training.fit.runtime import Runtime
 
 
@@ -45,6 +47,8 @@ def build(cfg: FitConfig, rt: Runtime, resume_header: dict[str, Any] | None,
         model = build_model(cfg.arch, config)
     except Exception as error:
         raise FitError(f"cannot build {cfg.arch} with {config}: {one_line(error)}") from None
+    if parent is not None:
+        add_new_layers(parent, model, Path(cfg.init_from).name)
     if resume_header is not None:
         return config, model, resume_header.get("pretrained", "none")
     if parent is not None:

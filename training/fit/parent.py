@@ -61,6 +61,18 @@ def load_parent(cfg: FitConfig) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in parent.state_dict().items()}
 
 
+def add_new_layers(parent: dict[str, torch.Tensor], model: nn.Module, name: str) -> None:
+    """Give ``parent`` (in place) ``model``'s freshly built ``--context`` layers when it has none:
+    they start as no change, so the grown parent computes what the parent did. FitError naming
+    checkpoint ``name`` when the two differ in anything else."""
+    fresh = model.state_dict()
+    odd = [key for key in parent if key not in fresh]
+    odd += [key for key in fresh if key not in parent and not key.startswith("context.")]
+    if odd:
+        raise FitError(f"--init-from {name}: its weights do not fit this model ({odd[0]!r})")
+    parent.update({key: value.detach().clone() for key, value in fresh.items() if key not in parent})
+
+
 def anchor_penalty(model: nn.Module, start: dict[str, torch.Tensor], strength: float) -> torch.Tensor:
     """``strength / 2`` times the squared distance of the trainable weights from ``start``."""
     terms = [(param.float() - start[name].to(param.device, torch.float32)).pow(2).sum()
