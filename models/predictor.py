@@ -61,6 +61,13 @@ CLICK_THREADS = 1
 BOX_MARGIN = 0.01
 BOX_MARGIN_MIN_PX = 2.0
 
+# Each prediction is fed back as the previous mask this many more times (decoder only, at model
+# resolution, same prompts). One decoder pass spreads a click only as far as its convolutions
+# reach, so one click on a large pet gave a blob around it; each pass grows it over the pet.
+# Measured on the instance model's 137 validation photos and 138 two-pet composite pets (IoU
+# after one click, passes 0/1/2/3): single 0.893/0.939/-/0.945, composites 0.717/0.807/0.835/0.845.
+REFINE_PASSES = 2
+
 
 class NoModelError(RuntimeError):
     """No usable checkpoint for the task; ``str(error)`` is a one-line reason for the user."""
@@ -196,8 +203,11 @@ class _LoadedModel:
 class Predictor(_LoadedModel):
     """Interactive segmentation of one image at a time with a prompt model (clicks, box, mask)."""
 
-    def __init__(self, model: nn.Module, metadata: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, model: nn.Module, metadata: dict[str, Any], device: torch.device,
+                 refine_passes: int = REFINE_PASSES) -> None:
         super().__init__(model, metadata, device)
+        self.refine_passes = refine_passes
+        """How many times each prediction is fed back as the previous mask (see ``REFINE_PASSES``)."""
         self._image: np.ndarray | None = None
         self._global: _View | None = None
         self._crop: _View | None = None
@@ -328,6 +338,9 @@ class Predictor(_LoadedModel):
         connected, outside those bounds, to a positive click outside them; so one pet's box never
         takes in the pet next to it, while a click on a tail sticking out of the box extends the
         mask there. Negative clicks and predictions without a box are unaffected.
+
+        The model's answer is fed back as the previous mask ``refine_passes`` more times with the
+        same prompts, so one click's mask grows over the whole pet (see ``REFINE_PASSES``).
         """
         if self._image is None:
             raise RuntimeError("call set_image(rgb) before predict()")
@@ -351,8 +364,7 @@ class Predictor(_LoadedModel):
         prev = None if prev_mask is None else _prev_to_model(prev_mask[y0:y1, x0:x1], self.input_size)
         maps = render_prompt_maps(self.input_size, positives, negatives, box=model_box, prev_mask=prev)
         with _torch_threads(CLICK_THREADS, self.device):
-            logits = self.model.decode(view.features, maps.unsqueeze(0).to(self.device))
-            prob = torch.sigmoid(logits[0, 0].float()).cpu().numpy()
+            prob = self._decode(view, maps.to(self.device))
         self.last_crop = None if view is self._global else view.rect
         full = unletterbox(prob, lb)
         if box is not None:
@@ -363,6 +375,18 @@ class Predictor(_LoadedModel):
         out = np.zeros((h, w), np.float32)  # outside the crop lies well clear of the object
         out[y0:y1, x0:x1] = full
         return out
+
+    def _decode(self, view: _View, maps: torch.Tensor) -> np.ndarray:
+        """Probabilities (SxS) for the prompt ``maps`` (4xSxS), each fed back as the previous-mask
+        channel ``refine_passes`` times; the letterbox's padding stays 0 there, as for a real mask."""
+        lb = view.box
+        content = torch.zeros_like(maps[3])
+        content[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w] = 1
+        for done in range(self.refine_passes + 1):
+            prob = torch.sigmoid(self.model.decode(view.features, maps.unsqueeze(0))[0, 0].float())
+            if done < self.refine_passes:
+                maps = torch.cat([maps[:3], (prob * content)[None]])
+        return prob.cpu().numpy()
 
     def _bound_to_box(self, full: np.ndarray, prob: np.ndarray, box: Box, points: list[Point], view: _View) -> None:
         """Zero ``full`` (the view's probabilities, in place) outside ``box_bounds(box)``, except
@@ -418,13 +442,14 @@ class Segmenter(_LoadedModel):
         return self.probabilities(rgb).argmax(axis=2).astype(np.uint8)
 
 
-def load_predictor(checkpoint: str | Path | None = None, device: str | torch.device | None = None) -> Predictor:
+def load_predictor(checkpoint: str | Path | None = None, device: str | torch.device | None = None,
+                   refine_passes: int = REFINE_PASSES) -> Predictor:
     """A :class:`Predictor` for ``checkpoint`` (None: the best discovered prompt checkpoint).
 
     Raises NoModelError (one-line reason) when no checkpoint is found or it cannot be used.
     """
     device = pick_device(device)
-    return Predictor(*_load_model(checkpoint, device, PROMPT), device)
+    return Predictor(*_load_model(checkpoint, device, PROMPT), device, refine_passes)
 
 
 def load_segmenter(checkpoint: str | Path | None = None, device: str | torch.device | None = None) -> Segmenter:

@@ -232,3 +232,35 @@ def test_segmenter_labels_and_probabilities(tiny_semantic_checkpoint: Path, phot
     assert np.array_equal(prob.argmax(axis=2), labels)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         segmenter.segment(photo[:, :, 0])
+
+
+def test_each_prediction_is_fed_back_as_the_previous_mask(tiny_prompt_checkpoint: Path, photo: np.ndarray,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    for passes in (0, 2):
+        predictor = load_predictor(tiny_prompt_checkpoint, device="cpu", refine_passes=passes)
+        predictor.set_image(photo)  # not square: the letterbox pads it
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        decode = predictor.model.decode
+
+        def recording(features, maps, decode=decode):
+            logits = decode(features, maps)
+            seen.append((maps[0].clone(), torch.sigmoid(logits[0, 0])))
+            return logits
+
+        monkeypatch.setattr(predictor.model, "decode", recording)
+        h, w = photo.shape[:2]
+        prob = predictor.predict(points=[(w / 2, h / 2, True)])
+        assert len(seen) == passes + 1
+        lb = predictor._global.box
+        content = np.zeros(seen[0][0].shape[1:], bool)
+        content[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w] = True
+        assert content.sum() < content.size and not seen[0][0][3].any()  # no previous mask was given
+        for (maps, out), (next_maps, _) in zip(seen, seen[1:]):
+            assert torch.equal(next_maps[:3], maps[:3])  # the same clicks and box
+            torch.testing.assert_close(next_maps[3][content], out[content])
+            assert not next_maps[3][~content].any()  # nothing fed back in the padding
+        last = cv2.resize(seen[-1][1].numpy()[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w],
+                          (w, h), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(prob - last).mean() < 0.01  # the answer is the last pass's

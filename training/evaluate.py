@@ -37,6 +37,7 @@ from tqdm import tqdm
 from models.checkpoint import CheckpointError, read_metadata
 from models.classes import CLASS_NAMES, VOID
 from models.files import atomic_path
+from models.predictor import REFINE_PASSES
 from training.click_protocol import (
     DEFAULT_MAX_CLICKS,
     IOU_AT,
@@ -397,6 +398,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="judge prompt models on composites of N pets each (2 or 3; one per --limit photo, "
                         "see training/composites.py), each pet in turn, the others as background")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
+    parser.add_argument("--refine-passes", type=int, default=REFINE_PASSES, metavar="N",
+                        help=f"prompt models: feed each prediction back as the previous mask N more times, as the "
+                        f"app does (default: {REFINE_PASSES})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -434,6 +438,9 @@ def run_eval(args: argparse.Namespace) -> int:
         return _error("give --checkpoint, or --baseline grabcut or u2netp")
     if max_clicks < 1:
         return _error("--max-clicks must be at least 1")
+    refine_passes = getattr(args, "refine_passes", REFINE_PASSES)
+    if refine_passes < 0:
+        return _error("--refine-passes must be 0 or more")
     task = None
     if checkpoint is not None:
         try:
@@ -487,10 +494,11 @@ def run_eval(args: argparse.Namespace) -> int:
         results = []
         if task == "prompt":
             try:
-                predictor = load_predictor(checkpoint, args.device)
+                predictor = load_predictor(checkpoint, args.device, refine_passes)
             except (NoModelError, CheckpointError) as error:
                 return _error(str(error))
             predictor.name = Path(checkpoint).stem
+            payload["refine_passes"] = refine_passes
             payload["model"] = evaluate(predictor)
             results.append(payload["model"])
         if base is not None:
