@@ -234,7 +234,7 @@ def test_segmenter_labels_and_probabilities(tiny_semantic_checkpoint: Path, phot
         segmenter.segment(photo[:, :, 0])
 
 
-def test_each_prediction_is_fed_back_as_the_previous_mask(tiny_prompt_checkpoint: Path, photo: np.ndarray,
+def test_a_first_prediction_is_fed_back_as_the_previous_mask(tiny_prompt_checkpoint: Path, photo: np.ndarray,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
@@ -264,3 +264,7 @@ def test_each_prediction_is_fed_back_as_the_previous_mask(tiny_prompt_checkpoint
         last = cv2.resize(seen[-1][1].numpy()[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w],
                           (w, h), interpolation=cv2.INTER_LINEAR)
         assert np.abs(prob - last).mean() < 0.01  # the answer is the last pass's
+
+        seen.clear()  # a later click refines the mask it is given in one pass
+        predictor.predict(points=[(w / 2, h / 2, True), (5, 5, False)], prev_mask=prob)
+        assert len(seen) == 1

@@ -399,7 +399,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         "see training/composites.py), each pet in turn, the others as background")
     parser.add_argument("--max-clicks", type=int, default=DEFAULT_MAX_CLICKS, help="click budget (default: 20)")
     parser.add_argument("--refine-passes", type=int, default=REFINE_PASSES, metavar="N",
-                        help=f"prompt models: feed each prediction back as the previous mask N more times, as the "
+                        help=f"prompt models: feed each first prediction of an object back as the previous mask N more times, as the "
                         f"app does (default: {REFINE_PASSES})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
