@@ -63,7 +63,7 @@ def centre(mask: np.ndarray) -> tuple[float, float]:
 
 
 def test_box_bounds_margin() -> None:
-    assert box_bounds((100, 100, 400, 600), 1000, 1000) == (97, 95, 403, 605)  # 1% each side
+    assert box_bounds((100, 100, 500, 900), 1000, 1000) == (98, 96, 502, 904)  # 0.5% each side
     assert box_bounds((10, 10, 30, 20), 1000, 1000) == (8, 8, 32, 22)  # at least 2 px
     assert box_bounds((0, 0, 1000, 1000), 1000, 1000) == (0, 0, 1000, 1000)  # inside the image
 

@@ -70,7 +70,8 @@ def test_default_semantic_model_separates_cats_from_dogs(bundled: dict[str, Path
 
 def _reference_probabilities(predictor, rgb: np.ndarray, rect: tuple[int, int, int, int], points, box) -> np.ndarray:
     """The straightforward computation ``predict`` must match: letterbox the view (the whole photo
-    or the crop ``rect``), encode, decode the prompt maps, sigmoid, and resize back (letterbox
+    or the crop ``rect``), encode, decode the prompt maps, sigmoid (fed back as the previous mask,
+    inside the letterboxed photo, ``refine_passes`` times), and resize back (letterbox
     inverse) into a zero image of the photo's size, zeroed outside the box's bounds (no positive
     click lies outside them here)."""
     x0, y0, x1, y1 = rect
@@ -82,7 +83,12 @@ def _reference_probabilities(predictor, rgb: np.ndarray, rect: tuple[int, int, i
         bx0, by0 = lb.to_model(max(box[0], x0) - x0 - 0.5, max(box[1], y0) - y0 - 0.5)
         bx1, by1 = lb.to_model(min(box[2], x1) - x0 - 0.5, min(box[3], y1) - y0 - 0.5)
         maps = render_prompt_maps(predictor.input_size, positives, negatives, box=(bx0, by0, bx1, by1))
-        prob = torch.sigmoid(predictor.model.decode(features, maps[None])[0, 0]).numpy()
+        for _ in range(predictor.refine_passes + 1):
+            prob = torch.sigmoid(predictor.model.decode(features, maps[None])[0, 0])
+            maps[3] = 0
+            maps[3, lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w] = \
+                prob[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w]
+        prob = prob.numpy()
     out = np.zeros(rgb.shape[:2], np.float32)
     out[y0:y1, x0:x1] = cv2.resize(prob[lb.pad_top : lb.pad_top + lb.new_h, lb.pad_left : lb.pad_left + lb.new_w],
                                    (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
