@@ -72,6 +72,8 @@ def test_fit_grows_a_checkpoint_with_context_layers_that_start_as_no_change(tiny
     assert main(["fit", "--data", str(tiny_data), "--out", str(tmp_path / "x"), *FIT, "--init-from", grown,
                  "--context", "2"]) == 2
     assert "--init-from last.safetensors was trained with --context 1" in capsys.readouterr().err
+    assert main(["fit", "--data", str(tiny_data), "--out", str(tmp_path / "again"), *FIT, "--init-from", grown]) == 0
+    assert read_metadata(tmp_path / "again" / "last.safetensors")["config"]["context"] == 1  # kept from the parent
 
 
 @pytest.mark.parametrize("args, message", [
