@@ -179,6 +179,17 @@ def pet_instances(labels: np.ndarray, min_pixels: int | None = None, opening: in
     return [(cid, mask) for _, cid, mask in found]
 
 
+def unclaimed_part(mask: np.ndarray, taken: np.ndarray, min_pixels: int) -> np.ndarray | None:
+    """The part of a found pet's ``mask`` outside ``taken`` (pixels of other objects), or None when
+    at least half of it is taken or the rest is under ``min_pixels``: what is left of a pet already
+    annotated is the fringe around its object, not another pet."""
+    rest = mask & ~taken
+    left = int(np.count_nonzero(rest))
+    if left < min_pixels or 2 * left <= int(np.count_nonzero(mask)):
+        return None
+    return rest
+
+
 def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` of the pixels of a non-empty mask (inclusive)."""
     ys, xs = np.nonzero(mask)

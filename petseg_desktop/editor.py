@@ -23,11 +23,13 @@ from petseg_desktop.annotation import (
     AnnotationObject,
     ImageAnnotation,
     Prompts,
+    min_instance_pixels,
     moved,
     object_class,
     other_class,
     pet_instances,
     tight_box,
+    unclaimed_part,
 )
 from petseg_desktop.commands import State, StateCommand
 from petseg_desktop.folder import mask_path
@@ -440,16 +442,17 @@ class Editor(QObject):
     def _add_auto_objects(self, pets: list[tuple[int, np.ndarray]], probs: list[np.ndarray | None]) -> None:
         """Add one object per pet (refined mask inside its box, else the semantic one), as one undo step.
 
-        Unless overlap is allowed, no object takes pixels of the accepted objects or of a larger pet.
+        Unless overlap is allowed, no object takes pixels of the accepted objects or of a larger pet,
+        and a pet mostly taken already is left out (:func:`unclaimed_part`).
         """
         self._auto_request = None
         d = self.doc
         taken = np.zeros(d.shape, bool) if self.allow_overlap else d.label_map() > 0
         new = []
+        min_pixels = min_instance_pixels(d.shape)
         for (cid, semantic), p in zip(pets, probs):
-            mask = semantic if p is None else self._refined_in_box(p, semantic)
-            mask = mask & ~taken
-            if not mask.any():
+            mask = unclaimed_part(semantic if p is None else self._refined_in_box(p, semantic), taken, min_pixels)
+            if mask is None:
                 continue
             if not self.allow_overlap:
                 taken |= mask

@@ -274,3 +274,19 @@ def test_strokes_are_saved_with_objects_and_current_and_checked(tmp_path):
     plain = sidecar.document_to_json(_doc(tmp_path)[1])  # no strokes: no key, as older sidecars
     assert "strokes" not in plain["objects"][0] and "strokes" not in plain["current"]
     assert sidecar.document_from_json(plain, image, (6, 8)).objects[0].strokes.is_empty()
+
+
+def test_a_pet_mostly_annotated_already_is_not_found_again():
+    pet = np.zeros((200, 300), bool)
+    pet[40:160, 40:160] = True  # 14,400 px
+    accepted = np.zeros_like(pet)
+    accepted[44:156, 44:156] = True  # the user's object: all but a 4-px fringe
+    assert ann.unclaimed_part(pet, accepted, 500) is None  # the fringe is no pet
+    half = np.zeros_like(pet)
+    half[40:160, 40:100] = True
+    assert ann.unclaimed_part(pet, half, 500) is None  # half of it taken: the same pet
+    corner = np.zeros_like(pet)
+    corner[40:70, 40:70] = True
+    rest = ann.unclaimed_part(pet, corner, 500)
+    assert rest is not None and rest.sum() == 14400 - 900 and not (rest & corner).any()
+    assert ann.unclaimed_part(pet, np.zeros_like(pet), 20000) is None  # too small a pet
