@@ -152,6 +152,15 @@ class ObjectList(QListWidget):
             self.rowMoved.emit(source, target)
 
 
+def compact_pixels(count: int) -> str:
+    """A pixel count short enough for the Objects panel: 9,876 px, 123k px, 1.4M px."""
+    if count < 10_000:
+        return f"{count:,} px"
+    if count < 999_500:
+        return f"{count / 1000:.0f}k px"
+    return f"{count / 1_000_000:.1f}M px"
+
+
 class ObjectPanel(QWidget):
     """The image's objects, front first (the top row is painted last, over the others), and the
     class of the selected one. Signals and methods speak object indices (paint order), not rows."""
@@ -202,7 +211,7 @@ class ObjectPanel(QWidget):
         self.list.clear()
         self._classes = [o.class_id for o in objects]
         for i, obj in reversed(list(enumerate(objects))):
-            text = f"{i + 1}. {obj.class_name}  ({obj.area:,} px, {obj.source})"
+            text = f"{i + 1}. {obj.class_name}  ({compact_pixels(obj.area)}, {obj.source})"
             if i == editing:
                 text += "  [editing]"
             item = QListWidgetItem(dot_icon(QColor(*OVERLAY_COLOURS[obj.class_id]), True), text)

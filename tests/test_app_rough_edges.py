@@ -171,3 +171,27 @@ def test_overlay_colours_are_applied_and_persist(qtbot, with_models, dialogs, ph
     again = make_window(qtbot, with_models, wait_models=False)
     assert again.canvas.class_colours[DOG] == (0, 255, 64) and again.canvas.outline_colour == (0, 0, 0)
     again.close()
+
+
+def test_object_rows_of_a_large_photo_keep_their_size_readable(qtbot):
+    import numpy as np
+
+    from petseg_desktop.annotation import AnnotationObject, Prompts
+    from petseg_desktop.panels import ObjectPanel
+
+    panel = ObjectPanel()
+    qtbot.addWidget(panel)
+    panel.resize(210, 300)  # the dock's default width
+    mask = np.zeros((1958, 4000), bool)
+    sizes = [(1372, 1000), (760, 1000), (60, 150)]  # 1,372,000 / 760,000 / 9,000 px
+    objects = []
+    for h, w in sizes:
+        part = mask.copy()
+        part[:h, :w] = True
+        objects.append(AnnotationObject(DOG, part, Prompts(), "auto"))
+    panel.set_objects(objects, editing=None)
+    texts = [panel.list.item(row).text() for row in range(panel.list.count())]
+    assert texts == ["3. dog  (9,000 px, auto)", "2. dog  (760k px, auto)", "1. dog  (1.4M px, auto)"]
+    width = panel.list.viewport().width()
+    metrics = panel.list.fontMetrics()
+    assert all(metrics.horizontalAdvance(t) + 24 <= width for t in texts), (texts, width)  # 24: the colour dot
