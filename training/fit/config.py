@@ -34,7 +34,9 @@ ENCODER_START = {"scratch": ", no pretrained weights", "effnet_lite0": " with Im
 ENCODER_ALTERNATIVE = {"scratch": "trains from scratch", "effnet_lite0": "starts from ImageNet EfficientNet-Lite0"}
 MODEL_OPTIONS = ("base", "depth", "encoder", "context")  # options that are builder keywords, where arch.options lists them
 
-BEST_BY = ("3-clicks", "1-and-3-clicks")  # what picks a prompt model's best epoch (--best-by)
+# What picks a prompt model's best epoch (--best-by): IoU after 3 clicks, or the mean after 1 and 3.
+THREE_CLICKS, ONE_AND_THREE_CLICKS = "3-clicks", "1-and-3-clicks"
+BEST_BY = (THREE_CLICKS, ONE_AND_THREE_CLICKS)
 
 # ``petseg-train finetune``: fit's options with these defaults, for a small folder of the user's own
 # photos starting from --init-from: a few epochs, a fifth of the photos kept aside to judge it, and
@@ -99,7 +101,7 @@ class FitConfig:
     clicks_rounds: int = 3
     copy_paste: float = 0.0
     first_prompt_loss: float = 0.0
-    best_by: str = "3-clicks"  # prompt models: see BEST_BY
+    best_by: str = THREE_CLICKS  # prompt models: see BEST_BY
     init_from: str | None = None
     freeze_encoder: bool = False
     freeze_norm: bool = False
@@ -130,7 +132,7 @@ class FitConfig:
     @property
     def score_name(self) -> str:
         """What picks the best epoch (see :func:`training.fit.validation.selection_score`), for log lines."""
-        return "val mean IoU after 1 and 3 clicks" if self.best_by == "1-and-3-clicks" else "val mIoU"
+        return "val mean IoU after 1 and 3 clicks" if self.best_by == ONE_AND_THREE_CLICKS else "val mIoU"
 
     def options(self) -> dict[str, Any]:
         """The options by argparse dest: what the resume state saves."""
@@ -216,7 +218,7 @@ class FitConfig:
             raise FitError(f"--copy-paste {self.copy_paste}: must be between 0 and 1")
         if self.first_prompt_loss < 0:
             raise FitError(f"--first-prompt-loss {self.first_prompt_loss}: must be 0 or more")
-        if self.best_by != BEST_BY[0] and arch.task != PROMPT:
+        if self.best_by != THREE_CLICKS and arch.task != PROMPT:
             raise FitError(f"--best-by is only for {_names(lambda a: a.task == PROMPT, ' and ')}")
         if self.first_prompt_loss and arch.task != PROMPT:
             raise FitError(f"--first-prompt-loss is only for {_names(lambda a: a.task == PROMPT, ' and ')}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from models.classes import CLASS_NAMES, VOID
-from training.fit.config import FitConfig
+from training.fit.config import ONE_AND_THREE_CLICKS, FitConfig
 from training.fit.runtime import Runtime, batch_to_device
 from training.metrics import ConfusionMatrix
 
@@ -146,6 +146,6 @@ def validate_prompt(model: nn.Module, val: ValSet, criterion: nn.Module, cfg: Fi
 def selection_score(metrics: dict[str, Any], best_by: str) -> float:
     """The figure an epoch must beat to become the best: the validation mIoU (a prompt model's IoU
     after 3 clicks) or, with ``--best-by 1-and-3-clicks``, the mean of IoU after 1 and after 3 clicks."""
-    if best_by == "1-and-3-clicks":
+    if best_by == ONE_AND_THREE_CLICKS:
         return (metrics["iou_1click"] + metrics["iou_3click"]) / 2
     return metrics["miou"]
