@@ -425,14 +425,20 @@ def test_replayed_photos_restore_the_original_species_mix(pets_root):
         assert share == pytest.approx(target if ratio == 3.0 else 0.5)  # ratio 1: every replayed photo a cat
 
 
-def test_the_study_gain_interval_covers_the_gain_and_is_zero_without_one():
-    """The fine-tune study's bootstrap interval: identical evaluations give (0, 0); one photo fixed
-    out of eight gives an interval around the pooled gain that reaches 0 (some draws miss that photo)."""
+def _study_module():
+    """training/recipes/finetune_study.py, imported (a recipe script, not a package module)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("finetune_study", Path("training/recipes/finetune_study.py"))
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_the_study_gain_interval_covers_the_gain_and_is_zero_without_one():
+    """The fine-tune study's bootstrap interval: identical evaluations give (0, 0); one photo fixed
+    out of eight gives an interval around the pooled gain that reaches 0 (some draws miss that photo)."""
+    study = _study_module()
 
     def evaluation(wrong_on: set[int]) -> dict:
         rows = []
@@ -445,3 +451,24 @@ def test_the_study_gain_interval_covers_the_gain_and_is_zero_without_one():
     low, high = study.gain_interval(evaluation({3}), evaluation(set()))
     pooled_gain = 1.0 - (1.0 + 7 / 8) / 2  # after: both labelled classes right; before: background 1, cat 7/8
     assert low == 0.0 and 0.0 < pooled_gain < high
+
+
+def test_the_new_breeds_study_parent_data_leaves_the_breeds_out(tmp_path):
+    """--new-breeds: the parent's training folder links every TrainVal photo and mask but the
+    left-out breeds' (a breed name inside another's, pug in pug_like, is not caught), is read by
+    find_samples like the original, and is made again without error when the study continues."""
+    from training.data import find_samples
+
+    data = tmp_path / "pets"
+    stems = ["pug_1", "pug_20", "Persian_3", "Bengal_4", "beagle_5", "pug_like_6"]
+    for kind, suffix in (("color", ".jpg"), ("label", ".png")):
+        (data / "TrainVal" / kind).mkdir(parents=True)
+        for stem in stems:
+            (data / "TrainVal" / kind / f"{stem}{suffix}").write_bytes(b"x")
+    study = _study_module()
+    for _ in range(2):
+        folder = study.without_breeds(str(data), ["pug", "Persian"], tmp_path / "without")
+    kept = [s.stem for s in find_samples(folder, "TrainVal")]
+    assert kept == ["Bengal_4", "beagle_5", "pug_like_6"]
+    assert all(s.mask_path.resolve().parent == (data / "TrainVal" / "label").resolve()
+               for s in find_samples(folder, "TrainVal"))

@@ -10,7 +10,15 @@ breed's gain with a bootstrap interval over its Test photos (a breed has only 7-
 
     .venv/bin/python training/recipes/finetune_study.py --data ../shared/pets --out runs/finetune-study
 
-``--finetune-args "..."`` adds options to every fine-tune (another recipe: give it its own --out).
+``--finetune-args "..."`` adds options to every fine-tune (another recipe: give it its own --out);
+``--replay`` fine-tunes with the parent's own training data replayed.
+
+``--new-breeds`` measures a user's case more closely: pets the model has never seen. The shipped
+model trained on the three breeds' TrainVal photos, so fine-tuning it on them only re-weights what it
+saw. With this flag, a parent is first trained with the shipped semantic model's recipe on TrainVal
+without those three breeds (links in ``--out/data-without-breeds``, into ``--out/parent``; processed
+layout only), and that parent is fine-tuned, judged and compared with instead (``--replay``: on its
+own data, never the left-out breeds).
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ SHIPPED = Path("resources/checkpoints/petseg-unet-effnet256.safetensors")
 TRAIN = [sys.executable, "-m", "training.cli"]
 PHOTOS = 32  # training photos per breed; with --val-fraction 0.2 and --limit, 8 more are kept aside
 BREEDS = 3
+# --new-breeds: the shipped semantic model's recipe (training/recipes/train_default_models.sh)
+PARENT_RECIPE = ["fit", "--arch", "unet", "--encoder", "effnet_lite0", "--base", "16", "--size", "256",
+                 "--epochs", "5", "--batch-size", "8", "--lr", "5e-4", "--warmup-epochs", "1", "--augment", "strong",
+                 "--loss", "ce_dice", "--class-weights", "auto", "--cat-boost", "2", "--seed", "0", "--workers", "1",
+                 "--channels-last"]
 
 
 def step(out: Path, name: str, argv: list[str]) -> dict:
@@ -79,32 +92,61 @@ def gain_interval(before: dict, after: dict, draws: int = 2000, seed: int = 0) -
     return float(low), float(high)
 
 
+def without_breeds(data: str, breeds: list[str], folder: Path) -> Path:
+    """``folder`` holding links to ``data``'s TrainVal photos and masks except those of ``breeds``."""
+    from training.data import breed_of
+
+    for kind in ("color", "label"):
+        target = folder / "TrainVal" / kind
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((Path(data) / "TrainVal" / kind).iterdir()):
+            link = target / path.name
+            if breed_of(path.stem) not in breeds and not link.is_symlink():
+                link.symlink_to(path.resolve())
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/pets")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-study"))
     parser.add_argument("--finetune-args", default="", help="more petseg-train finetune options, e.g. \"--lr 3e-4\"")
+    parser.add_argument("--replay", action="store_true", help="fine-tune with --replay on the parent's training data")
+    parser.add_argument("--new-breeds", action="store_true",
+                        help="fine-tune a parent trained without the three breeds (see the module docstring)")
     args = parser.parse_args()
+    extra = shlex.split(args.finetune_args)
+    if args.new_breeds and "--replay" in extra:
+        parser.error("with --new-breeds give --replay to the study (it replays the parent's data, not --data)")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     shipped = evaluate(out, "shipped-test.json", SHIPPED, args.data, by_breed=True)
-    (out / "finetune-args.txt").write_text(args.finetune_args + "\n")
+    breeds = [row["breed"] for row in shipped["breeds"][:BREEDS]]
+    parent, before, parent_data = SHIPPED, shipped, args.data
+    if args.new_breeds:
+        parent_data = str(without_breeds(args.data, breeds, out / "data-without-breeds"))
+        step(out, "parent-fit.json", [*PARENT_RECIPE, "--data", parent_data, "--out", str(out / "parent"),
+                                      "--resume", "--no-progress"])
+        parent = out / "parent" / "best.safetensors"
+        before = evaluate(out, "parent-test.json", parent, args.data, by_breed=True)
+    extra += ["--replay", parent_data] if args.replay else []
+    (out / "finetune-args.txt").write_text(" ".join(shlex.quote(a) for a in extra) + "\n")
+    before_breeds = {row["breed"]: row["mean_iou"] for row in before["breeds"]}
     rows = []
-    for breed_row in shipped["breeds"][:BREEDS]:
-        breed = breed_row["breed"]
+    for breed in breeds:
         run = out / f"finetune-{breed}"
         tune = step(out, f"finetune-{breed}.json", [
-            "finetune", "--init-from", str(SHIPPED), "--data", args.data, "--breed", breed,
-            "--limit", str(PHOTOS), "--out", str(run), "--resume", "--no-progress", *shlex.split(args.finetune_args)])
+            "finetune", "--init-from", str(parent), "--data", args.data, "--breed", breed,
+            "--limit", str(PHOTOS), "--out", str(run), "--resume", "--no-progress", *extra])
         best = run / "best.safetensors"
         row = {"breed": breed, "finetune_seconds": tune["seconds"],
-               "before_breed": breed_row["mean_iou"], "before_all": shipped["model"]["mean_iou"],
+               "before_breed": before_breeds[breed], "before_all": before["model"]["mean_iou"],
                "improved_on_val": best.exists()}
         if best.exists():
             after = evaluate(out, f"after-{breed}-breed.json", best, args.data, breed=breed)
             after_all = evaluate(out, f"after-{breed}-all.json", best, args.data)
             row.update(after_breed=after["model"]["labelled_mean_iou"], after_all=after_all["model"]["mean_iou"],
-                       test_photos=after["model"]["images"], gain_interval=gain_interval(shipped, after))
+                       test_photos=after["model"]["images"], gain_interval=gain_interval(before, after))
         rows.append(row)
     (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("| breed | Test photos | breed mIoU before | after | gain, 95% bootstrap interval "
