@@ -16,9 +16,10 @@ breed's gain with a bootstrap interval over its Test photos (a breed has only 7-
 ``--new-breeds`` measures a user's case more closely: pets the model has never seen. The shipped
 model trained on the three breeds' TrainVal photos, so fine-tuning it on them only re-weights what it
 saw. With this flag, a parent is first trained with the shipped semantic model's recipe on TrainVal
-without those three breeds (links in ``--out/data-without-breeds``, into ``--out/parent``; processed
-layout only), and that parent is fine-tuned, judged and compared with instead (``--replay``: on its
-own data, never the left-out breeds).
+without those three breeds (processed layout only): its data is links in ``runs/pets-without-<breeds>``
+and its run ``runs/unet-without-<breeds>`` (beside ``--out``, so that studies of other recipes share
+it). That parent is fine-tuned, judged and compared with instead (``--replay``: on its own data,
+never the left-out breeds).
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ def main() -> int:
     breeds = [row["breed"] for row in shipped["breeds"][:BREEDS]]
     parent, before, parent_data = SHIPPED, shipped, args.data
     if args.new_breeds:
-        parent_data = str(without_breeds(args.data, breeds, out / "data-without-breeds"))
-        step(out, "parent-fit.json", [*PARENT_RECIPE, "--data", parent_data, "--out", str(out / "parent"),
+        left_out = "-".join(breeds)
+        parent_data = str(without_breeds(args.data, breeds, out.parent / f"pets-without-{left_out}"))
+        parent_run = out.parent / f"unet-without-{left_out}"
+        step(out, "parent-fit.json", [*PARENT_RECIPE, "--data", parent_data, "--out", str(parent_run),
                                       "--resume", "--no-progress"])
-        parent = out / "parent" / "best.safetensors"
+        parent = parent_run / "best.safetensors"
         before = evaluate(out, "parent-test.json", parent, args.data, by_breed=True)
     extra += ["--replay", parent_data] if args.replay else []
     (out / "finetune-args.txt").write_text(" ".join(shlex.quote(a) for a in extra) + "\n")
