@@ -472,3 +472,41 @@ def test_the_new_breeds_study_parent_data_leaves_the_breeds_out(tmp_path):
     assert kept == ["Bengal_4", "beagle_5", "pug_like_6"]
     assert all(s.mask_path.resolve().parent == (data / "TrainVal" / "label").resolve()
                for s in find_samples(folder, "TrainVal"))
+
+
+def test_the_study_control_table_regroups_all_test_evaluations_by_breed():
+    """The cross-breed control: each fine-tuned model's pooled mIoU on every breed, from its
+    all-Test evaluation's per-photo rows (a model that only fixed pugs gains on pug alone)."""
+    study = _study_module()
+
+    def evaluation(pug_right: bool) -> dict:
+        cat_photo = {"stem": "Persian_1", "confusion": [[900, 0, 0], [0, 100, 0], [0, 0, 0]]}
+        pug = [0, 0, 100] if pug_right else [50, 0, 50]
+        return {"model": {"rows": [cat_photo, {"stem": "pug_1", "confusion": [[900, 0, 0], [0, 0, 0], pug]}]}}
+
+    before, after = evaluation(False), evaluation(True)
+    assert study.breed_miou(before, "Persian") == study.breed_miou(after, "Persian") == 1.0
+    assert study.breed_miou(before, "pug") == pytest.approx((900 / 950 + 50 / 100) / 2)
+    rows = [{"breed": "pug", "each_breed": {b: study.breed_miou(after, b) for b in ("Persian", "pug")}},
+            {"breed": "Persian"}]  # no model added: no row
+    table = study.cross_breed_table(rows, before, ["Persian", "pug"]).splitlines()
+    assert table[2] == "| before | 1.0000 | 0.7237 |"
+    assert table[3:] == ["| fine-tuned on pug | 1.0000 | 1.0000 |"]
+
+
+def test_the_study_refuses_to_continue_a_run_of_other_options(tmp_path):
+    """A study folder continued with other options would mix two recipes' results: refused in one
+    line (exit 2) before any evaluation."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study-args.json").write_text(json.dumps(
+        {"data": "../shared/pets", "finetune_args": "", "replay": False, "new_breeds": True}))
+    result = subprocess.run([sys.executable, "training/recipes/finetune_study.py", "--data", "../shared/pets",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "holds a study run with other options" in result.stderr.splitlines()[-1]
+    assert not (out / "shipped-test.json").exists()

@@ -70,25 +70,34 @@ def evaluate(out: Path, name: str, checkpoint: Path, data: str, breed: str | Non
     return step(out, name, argv)
 
 
+def pooled_miou(matrix: np.ndarray) -> float:
+    """mIoU over the classes a summed confusion matrix's masks hold (as ``eval --breed`` reports it)."""
+    from training.metrics import ConfusionMatrix
+
+    pooled = ConfusionMatrix(num_classes=matrix.shape[0])
+    pooled.matrix = matrix
+    return pooled.labelled_mean_iou()
+
+
+def breed_miou(evaluation: dict, breed: str) -> float:
+    """``breed``'s pooled mIoU in an evaluation of all of Test (eval JSON with per-photo rows)."""
+    from training.data import breed_of
+
+    return pooled_miou(sum(np.array(row["confusion"]) for row in evaluation["model"]["rows"]
+                           if breed_of(row["stem"]) == breed))
+
+
 def gain_interval(before: dict, after: dict, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles of a breed's mIoU gain when its Test photos are drawn again
     with replacement (``before`` and ``after``: eval JSON): how large a gain its 7-11 photos can tell
     from chance."""
-    from training.metrics import ConfusionMatrix
-
     after_rows = {row["stem"]: np.array(row["confusion"]) for row in after["model"]["rows"]}
     stems = sorted(after_rows)
     before_rows = {row["stem"]: np.array(row["confusion"]) for row in before["model"]["rows"]}
     old, new = np.stack([before_rows[s] for s in stems]), np.stack([after_rows[s] for s in stems])
-
-    def miou(matrix: np.ndarray) -> float:
-        pooled = ConfusionMatrix(num_classes=matrix.shape[0])
-        pooled.matrix = matrix
-        return pooled.labelled_mean_iou()
-
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(stems), size=(draws, len(stems)))
-    gains = [miou(new[pick].sum(0)) - miou(old[pick].sum(0)) for pick in picks]
+    gains = [pooled_miou(new[pick].sum(0)) - pooled_miou(old[pick].sum(0)) for pick in picks]
     low, high = np.percentile(gains, [2.5, 97.5])
     return float(low), float(high)
 
@@ -107,6 +116,16 @@ def without_breeds(data: str, breeds: list[str], folder: Path) -> Path:
     return folder
 
 
+def cross_breed_table(rows: list[dict], before: dict, breeds: list[str]) -> str:
+    """A control, as Markdown: each fine-tuned model on each of the three breeds (from its all-Test
+    evaluation). A gain that the other breeds' fine-tunes also bring is not the breed's own."""
+    lines = ["| model | " + " | ".join(breeds) + " |", "|---" * (len(breeds) + 1) + "|",
+             "| before | " + " | ".join(f"{breed_miou(before, b):.4f}" for b in breeds) + " |"]
+    lines += [f"| fine-tuned on {r['breed']} | " + " | ".join(f"{r['each_breed'][b]:.4f}" for b in breeds) + " |"
+              for r in rows if "each_breed" in r]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/pets")
@@ -121,6 +140,12 @@ def main() -> int:
         parser.error("with --new-breeds give --replay to the study (it replays the parent's data, not --data)")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    asked = {"data": args.data, "finetune_args": args.finetune_args, "replay": args.replay, "new_breeds": args.new_breeds}
+    recorded = out / "study-args.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != asked:
+        parser.error(f"{out} holds a study run with other options ({recorded.read_text().strip()}); "
+                     "give another --out, or the same options to continue it")
+    recorded.write_text(json.dumps(asked) + "\n")
     shipped = evaluate(out, "shipped-test.json", SHIPPED, args.data, by_breed=True)
     breeds = [row["breed"] for row in shipped["breeds"][:BREEDS]]
     parent, before, parent_data = SHIPPED, shipped, args.data
@@ -149,9 +174,11 @@ def main() -> int:
             after = evaluate(out, f"after-{breed}-breed.json", best, args.data, breed=breed)
             after_all = evaluate(out, f"after-{breed}-all.json", best, args.data)
             row.update(after_breed=after["model"]["labelled_mean_iou"], after_all=after_all["model"]["mean_iou"],
-                       test_photos=after["model"]["images"], gain_interval=gain_interval(before, after))
+                       test_photos=after["model"]["images"], gain_interval=gain_interval(before, after),
+                       each_breed={b: breed_miou(after_all, b) for b in breeds})
         rows.append(row)
     (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(cross_breed_table(rows, before, breeds))
     print("| breed | Test photos | breed mIoU before | after | gain, 95% bootstrap interval "
           "| all-Test mIoU before | after | fine-tune (s) |")
     print("|---|---|---|---|---|---|---|---|")
