@@ -5,8 +5,10 @@ For the three breeds the shipped semantic model does worst on (its per-breed mIo
 fine-tunes the shipped model on 40 TrainVal photos of the breed (32 to train, 8 kept aside to pick
 the epoch; ``finetune``'s defaults otherwise), then evaluates on the breed's Test photos and on all
 of Test. Every step writes a JSON file into ``--out`` and is skipped when that file exists, so an
-interrupted study continues where it stopped; ``study.json`` and a Markdown table end it, each
-breed's gain with a bootstrap interval over its Test photos (a breed has only 7-11 of them).
+interrupted study continues where it stopped (with the same options only: ``study-args.json``);
+``study.json`` and two Markdown tables end it: each breed's gain with a bootstrap interval over its
+Test photos (a breed has only 7-11 of them), and a control, each fine-tuned model on every one of
+the three breeds (a gain the other breeds' fine-tunes bring too is not the breed's own).
 
     .venv/bin/python training/recipes/finetune_study.py --data ../shared/pets --out runs/finetune-study
 
