@@ -484,11 +484,10 @@ def test_the_study_control_table_regroups_all_test_evaluations_by_breed():
         pug = [0, 0, 100] if pug_right else [50, 0, 50]
         return {"model": {"rows": [cat_photo, {"stem": "pug_1", "confusion": [[900, 0, 0], [0, 0, 0], pug]}]}}
 
-    before, after = evaluation(False), evaluation(True)
-    assert study.breed_miou(before, "Persian") == study.breed_miou(after, "Persian") == 1.0
-    assert study.breed_miou(before, "pug") == pytest.approx((900 / 950 + 50 / 100) / 2)
-    rows = [{"breed": "pug", "each_breed": {b: study.breed_miou(after, b) for b in ("Persian", "pug")}},
-            {"breed": "Persian"}]  # no model added: no row
+    before, after = study.breed_mious(evaluation(False)), study.breed_mious(evaluation(True))
+    assert before["Persian"] == after["Persian"] == 1.0
+    assert before["pug"] == pytest.approx((900 / 950 + 50 / 100) / 2)
+    rows = [{"breed": "pug", "each_breed": after}, {"breed": "Persian"}]  # no model added: no row
     table = study.cross_breed_table(rows, before, ["Persian", "pug"]).splitlines()
     assert table[2] == "| before | 1.0000 | 0.7237 |"
     assert table[3:] == ["| fine-tuned on pug | 1.0000 | 1.0000 |"]

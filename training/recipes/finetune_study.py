@@ -81,12 +81,12 @@ def pooled_miou(matrix: np.ndarray) -> float:
     return pooled.labelled_mean_iou()
 
 
-def breed_miou(evaluation: dict, breed: str) -> float:
-    """``breed``'s pooled mIoU in an evaluation of all of Test (eval JSON with per-photo rows)."""
-    from training.data import breed_of
+def breed_mious(evaluation: dict) -> dict[str, float]:
+    """Each breed's pooled mIoU in an evaluation of all of Test (eval JSON with per-photo rows), as
+    ``eval --by-breed`` reports it."""
+    from training.evaluate import breed_rows
 
-    return pooled_miou(sum(np.array(row["confusion"]) for row in evaluation["model"]["rows"]
-                           if breed_of(row["stem"]) == breed))
+    return {row["breed"]: row["mean_iou"] for row in breed_rows(evaluation["model"])}
 
 
 def gain_interval(before: dict, after: dict, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -118,11 +118,11 @@ def without_breeds(data: str, breeds: list[str], folder: Path) -> Path:
     return folder
 
 
-def cross_breed_table(rows: list[dict], before: dict, breeds: list[str]) -> str:
+def cross_breed_table(rows: list[dict], before_breeds: dict[str, float], breeds: list[str]) -> str:
     """A control, as Markdown: each fine-tuned model on each of the three breeds (from its all-Test
     evaluation). A gain that the other breeds' fine-tunes also bring is not the breed's own."""
     lines = ["| model | " + " | ".join(breeds) + " |", "|---" * (len(breeds) + 1) + "|",
-             "| before | " + " | ".join(f"{breed_miou(before, b):.4f}" for b in breeds) + " |"]
+             "| before | " + " | ".join(f"{before_breeds[b]:.4f}" for b in breeds) + " |"]
     lines += [f"| fine-tuned on {r['breed']} | " + " | ".join(f"{r['each_breed'][b]:.4f}" for b in breeds) + " |"
               for r in rows if "each_breed" in r]
     return "\n".join(lines)
@@ -175,12 +175,13 @@ def main() -> int:
         if best.exists():
             after = evaluate(out, f"after-{breed}-breed.json", best, args.data, breed=breed)
             after_all = evaluate(out, f"after-{breed}-all.json", best, args.data)
+            each_breed = breed_mious(after_all)
             row.update(after_breed=after["model"]["labelled_mean_iou"], after_all=after_all["model"]["mean_iou"],
                        test_photos=after["model"]["images"], gain_interval=gain_interval(before, after),
-                       each_breed={b: breed_miou(after_all, b) for b in breeds})
+                       each_breed={b: each_breed[b] for b in breeds})
         rows.append(row)
     (out / "study.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(cross_breed_table(rows, before, breeds))
+    print(cross_breed_table(rows, before_breeds, breeds))
     print("| breed | Test photos | breed mIoU before | after | gain, 95% bootstrap interval "
           "| all-Test mIoU before | after | fine-tune (s) |")
     print("|---|---|---|---|---|---|---|---|")
